@@ -1,0 +1,21 @@
+//! Haken's domain: identifiers, time stamps, users, groups, the profile schema, System Log
+//! events and the Okta error vocabulary.
+//!
+//! This crate knows nothing of HTTP or SQL. The server turns these types into wire bodies; the
+//! store persists them.
+
+pub mod error;
+pub mod filter;
+pub mod group;
+pub mod id;
+pub mod log_event;
+pub mod schema;
+pub mod time;
+pub mod token;
+pub mod user;
+
+pub use error::{ApiError, ErrorCode};
+pub use group::Group;
+pub use log_event::LogEvent;
+pub use time::Timestamp;
+pub use user::{User, UserStatus};

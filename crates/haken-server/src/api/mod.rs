@@ -1,0 +1,60 @@
+//! The management API. One module per resource, each ending in `router()`; this module joins
+//! them, adds authentication and Okta's 404/405 answers.
+
+pub mod groups;
+pub mod listing;
+pub mod logs;
+pub mod render;
+pub mod schemas;
+pub mod users;
+
+use axum::Router;
+use axum::http::Method;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, extract::DefaultBodyLimit};
+use haken_core::{ApiError, ErrorCode};
+use serde_json::json;
+
+use crate::error::Failure;
+use crate::middleware::{authenticate, request_context};
+use crate::state::AppState;
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    let management = Router::new()
+        .merge(users::router())
+        .merge(groups::router())
+        .merge(logs::router())
+        .merge(schemas::router())
+        .route_layer(from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .merge(management)
+        .route("/healthz", get(health))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(from_fn(request_context))
+        .with_state(state)
+}
+
+async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> axum::response::Response {
+    match state.store.get_setting("cursor_key").await {
+        Ok(_) => Json(json!({ "status": "ok", "backend": state.store.backend_name() })).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "Health check failed.");
+            Failure(ApiError::new(ErrorCode::ServiceUnavailable)).into_response()
+        }
+    }
+}
+
+async fn not_found(method: Method) -> Failure {
+    let _ = method;
+    Failure(ApiError::new(ErrorCode::PathNotFound))
+}
+
+async fn method_not_allowed() -> Failure {
+    Failure(ApiError::new(ErrorCode::MethodNotAllowed))
+}

@@ -1,0 +1,80 @@
+//! The server's settings, loaded once by the binary (defaults → file → `HAKEN_*` → flags)
+//! and passed down as this typed struct.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A secret string: never printed by `Debug`, never serialised back out.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+/// Everything `haken serve` needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Holds the SQLite database and the first bootstrap token.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` (default: `<data_dir>/haken.db`) or `postgres://…`.
+    pub database_url: Option<Secret>,
+    /// Base URL written into links and event sources; default `http://<listen address>`.
+    pub public_url: Option<String>,
+    /// Allow `http://` and loopback/private hook targets (development and tests only).
+    pub insecure_hooks: bool,
+    /// Makes this value a valid super-admin API token.
+    pub bootstrap_token: Option<Secret>,
+    /// Requests per minute per API token (and per client address before authentication).
+    pub rate_limit_per_minute: u32,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".to_owned(),
+            data_dir: PathBuf::from("./haken-data"),
+            database_url: None,
+            public_url: None,
+            insecure_hooks: false,
+            bootstrap_token: None,
+            rate_limit_per_minute: 6000,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The database URL, defaulting to SQLite in the data directory.
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) if !url.expose().is_empty() => url.expose().to_owned(),
+            _ => format!("sqlite://{}", self.data_dir.join("haken.db").display()),
+        }
+    }
+}

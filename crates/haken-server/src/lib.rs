@@ -1,0 +1,144 @@
+//! Haken's HTTP server: the Okta-shaped management API under `/api/v1`, with API-token
+//! authentication, per-token rate limits, request ids and Okta's error shape everywhere.
+//!
+//! Entry point: [`start`] binds, prepares the store and serves until shutdown; `main` and the
+//! integration tests both use it.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod paging;
+pub mod ratelimit;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use haken_core::Timestamp;
+use haken_store::{Store, StoreOptions};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::ServerConfig;
+pub use state::AppState;
+
+/// A running server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub public_url: String,
+    pub store: Store,
+    /// The token printed at first start of an empty store, if one was created.
+    pub created_bootstrap_token: Option<String>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting requests, lets those in flight finish, and closes the store.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        let _ = self.shutdown.send(true);
+        let result = match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        self.store.close().await;
+        result
+    }
+
+    /// Waits until the server stops by itself (it does not, unless the listener fails).
+    pub async fn wait(self) -> std::io::Result<()> {
+        let r = match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        self.store.close().await;
+        r
+    }
+
+    /// A handle that triggers graceful shutdown.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {0}: {1}")]
+    Bind(String, std::io::Error),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] haken_store::StoreError),
+    #[error("cannot prepare the data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Opens the store (applying migrations), makes sure an API token exists, binds and serves.
+pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
+    let store = Store::connect(&StoreOptions::new(config.effective_database_url())).await?;
+    let created_bootstrap_token = prepare_tokens(&store, &config).await?;
+    let listener = TcpListener::bind(&config.listen).await.map_err(|e| StartError::Bind(config.listen.clone(), e))?;
+    let addr = listener.local_addr().map_err(|e| StartError::Bind(config.listen.clone(), e))?;
+    let public_url = config
+        .public_url
+        .clone()
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let state =
+        AppState::new(store.clone(), config, public_url.clone()).await.map_err(|e| StartError::Setup(e.to_string()))?;
+    let app = api::router(state);
+    let (tx, mut rx) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    tracing::info!(%addr, backend = store.backend_name(), %public_url, "Haken is serving.");
+    Ok(Running { addr, public_url, store, created_bootstrap_token, shutdown: tx, task })
+}
+
+/// Applies `HAKEN_BOOTSTRAP_TOKEN`, or creates the first token of an empty store and writes it
+/// to `<data-dir>/bootstrap-token` (mode 0600).
+async fn prepare_tokens(store: &Store, config: &ServerConfig) -> Result<Option<String>, StartError> {
+    let now = Timestamp::now();
+    if let Some(value) = config.bootstrap_token.as_ref().map(|s| s.expose()) {
+        if value.len() < 16 {
+            return Err(StartError::Setup("HAKEN_BOOTSTRAP_TOKEN must be at least 16 characters".into()));
+        }
+        haken_flows::tokens::ensure_bootstrap(store, value, now).await.map_err(|e| StartError::Setup(e.to_string()))?;
+        return Ok(None);
+    }
+    let tokens = store.list_tokens().await?;
+    if !tokens.is_empty() {
+        return Ok(None);
+    }
+    let ctx = haken_core::log_event::EventContext::system("bootstrap");
+    let created = haken_flows::tokens::create(store, &ctx, "bootstrap", now)
+        .await
+        .map_err(|e| StartError::Setup(e.to_string()))?;
+    write_secret_file(&config.data_dir.join("bootstrap-token"), &created.value)
+        .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
+    Ok(Some(created.value))
+}
+
+fn write_secret_file(path: &Path, value: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(value.as_bytes())?;
+    f.write_all(b"\n")
+}

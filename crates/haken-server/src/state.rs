@@ -1,0 +1,35 @@
+//! Shared state of the HTTP handlers.
+
+use std::sync::Arc;
+
+use haken_core::id::random_base62;
+use haken_store::{Store, StoreError};
+
+use crate::config::ServerConfig;
+use crate::paging::CursorKey;
+use crate::ratelimit::RateLimiter;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<ServerConfig>,
+    /// Base URL for links, without a trailing slash.
+    pub public_url: Arc<str>,
+    pub cursors: Arc<CursorKey>,
+    pub limiter: Arc<RateLimiter>,
+}
+
+impl AppState {
+    /// Builds the state; the cursor signing key is shared by all nodes through the store.
+    pub async fn new(store: Store, config: ServerConfig, public_url: String) -> Result<Self, StoreError> {
+        let key = store.setting_or_insert("cursor_key", &random_base62(43)).await?;
+        Ok(AppState {
+            store,
+            limiter: Arc::new(RateLimiter::new(config.rate_limit_per_minute)),
+            config: Arc::new(config),
+            public_url: public_url.into(),
+            cursors: Arc::new(CursorKey::new(key.as_bytes())),
+        })
+    }
+}

@@ -1,0 +1,327 @@
+//! Haken's storage API. One [`Store`] with two backends, SQLite (embedded, WAL, one writer) and
+//! PostgreSQL (many nodes), each with its own migrations. This crate is the only place that
+//! contains SQL.
+//!
+//! Every write that changes the directory takes the System Log events it produces and commits
+//! them in the same transaction: no event without its change, no change without its event.
+
+mod backend;
+mod query;
+pub mod scratch;
+
+use std::time::Duration;
+
+use haken_core::{Group, LogEvent, User, token::ApiToken};
+use serde_json::{Map, Value};
+
+pub use backend::{PgBackend, SqliteBackend};
+pub use query::{LogCursor, LogQuery, UserQuery};
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row to change does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A unique value is taken; names the column's meaning (`login`, `name`, ...).
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    /// A referenced row (group id, user id) does not exist.
+    #[error("referenced {0} does not exist")]
+    MissingReference(String),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Backend(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL: {0}")]
+    BadUrl(String),
+}
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// `sqlite://path/to/file.db` or `postgres://…`.
+    pub url: String,
+    /// Connections for readers (PostgreSQL: the whole pool).
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl StoreOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        StoreOptions { url: url.into(), max_connections: 16, acquire_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// The store, with the backend chosen by URL at start.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(SqliteBackend),
+    Postgres(PgBackend),
+}
+
+/// A change computed from a row's current value: the new value and the events it writes.
+pub struct Change<T> {
+    pub value: T,
+    pub events: Vec<LogEvent>,
+}
+
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match $self {
+            Store::Sqlite(b) => b.$method($($arg),*).await,
+            Store::Postgres(b) => b.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// Opens the store named by `opts.url` and applies its migrations.
+    pub async fn connect(opts: &StoreOptions) -> Result<Store, StoreError> {
+        let url = opts.url.as_str();
+        if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(SqliteBackend::connect(opts).await?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(PgBackend::connect(opts).await?))
+        } else {
+            Err(StoreError::BadUrl(redact_url(url)))
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn close(&self) {
+        dispatch!(self.close())
+    }
+
+    // ---- settings ----
+
+    pub async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        dispatch!(self.get_setting(key))
+    }
+
+    /// Stores `value` under `key` unless a value is there already; returns the value that won.
+    pub async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        dispatch!(self.setting_or_insert(key, value))
+    }
+
+    /// Reads a JSON setting, lets `f` change it, and writes it back with `f`'s events.
+    pub async fn update_setting<E, F>(&self, key: &str, f: F) -> Result<Value, E>
+    where
+        E: From<StoreError> + Send,
+        F: FnOnce(Option<Value>) -> Result<Change<Value>, E> + Send,
+    {
+        dispatch!(self.update_setting(key, f))
+    }
+
+    // ---- API tokens ----
+
+    pub async fn insert_token(&self, token: &ApiToken, events: &[LogEvent]) -> Result<(), StoreError> {
+        dispatch!(self.insert_token(token, events))
+    }
+
+    pub async fn token_by_hash(&self, hash: &str) -> Result<Option<ApiToken>, StoreError> {
+        dispatch!(self.token_by_hash(hash))
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        dispatch!(self.list_tokens())
+    }
+
+    /// Writes the token as given (last use, revocation) with its events.
+    pub async fn update_token(&self, token: &ApiToken, events: &[LogEvent]) -> Result<(), StoreError> {
+        dispatch!(self.update_token(token, events))
+    }
+
+    // ---- users ----
+
+    /// Creates a user, its group memberships and events. [`StoreError::Conflict`] when the
+    /// login is taken (ignoring case), [`StoreError::MissingReference`] for an unknown group.
+    pub async fn insert_user(&self, user: &User, group_ids: &[String], events: &[LogEvent]) -> Result<(), StoreError> {
+        dispatch!(self.insert_user(user, group_ids, events))
+    }
+
+    /// A user by id, or by login (case-insensitive).
+    pub async fn get_user(&self, id_or_login: &str) -> Result<Option<User>, StoreError> {
+        dispatch!(self.get_user(id_or_login))
+    }
+
+    /// Reads the user under a write lock, lets `f` compute the change, writes it with its
+    /// events. `f` returning `None` means nothing to write.
+    pub async fn update_user<E, F>(&self, id: &str, f: F) -> Result<User, E>
+    where
+        E: From<StoreError> + Send,
+        F: FnOnce(User) -> Result<Option<Change<User>>, E> + Send,
+    {
+        dispatch!(self.update_user(id, f))
+    }
+
+    /// Deletes the user (and memberships) if `f` agrees, writing `f`'s events.
+    pub async fn delete_user<E, F>(&self, id: &str, f: F) -> Result<(), E>
+    where
+        E: From<StoreError> + Send,
+        F: FnOnce(&User) -> Result<Vec<LogEvent>, E> + Send,
+    {
+        dispatch!(self.delete_user(id, f))
+    }
+
+    /// Users in creation order after the cursor, narrowed by the query's indexed predicates.
+    pub async fn list_users(&self, q: &UserQuery) -> Result<Vec<(i64, User)>, StoreError> {
+        dispatch!(self.list_users(q))
+    }
+
+    pub async fn count_users(&self) -> Result<i64, StoreError> {
+        dispatch!(self.count_users())
+    }
+
+    // ---- groups ----
+
+    /// Creates a group; [`StoreError::Conflict`] when the name is taken (ignoring case).
+    pub async fn insert_group(&self, group: &Group, events: &[LogEvent]) -> Result<(), StoreError> {
+        dispatch!(self.insert_group(group, events))
+    }
+
+    pub async fn get_group(&self, id: &str) -> Result<Option<Group>, StoreError> {
+        dispatch!(self.get_group(id))
+    }
+
+    pub async fn update_group<E, F>(&self, id: &str, f: F) -> Result<Group, E>
+    where
+        E: From<StoreError> + Send,
+        F: FnOnce(Group) -> Result<Option<Change<Group>>, E> + Send,
+    {
+        dispatch!(self.update_group(id, f))
+    }
+
+    pub async fn delete_group<E, F>(&self, id: &str, f: F) -> Result<(), E>
+    where
+        E: From<StoreError> + Send,
+        F: FnOnce(&Group) -> Result<Vec<LogEvent>, E> + Send,
+    {
+        dispatch!(self.delete_group(id, f))
+    }
+
+    /// Groups in creation order after `after_seq`, optionally those whose name starts with
+    /// `name_prefix` (case-insensitive).
+    pub async fn list_groups(
+        &self,
+        after_seq: i64,
+        limit: i64,
+        name_prefix: Option<&str>,
+    ) -> Result<Vec<(i64, Group)>, StoreError> {
+        dispatch!(self.list_groups(after_seq, limit, name_prefix))
+    }
+
+    /// Adds a member. `f` sees the group and user and returns the events; it is not called
+    /// (and `false` is returned) when the user is already a member.
+    pub async fn add_member<E, F>(&self, group_id: &str, user_id: &str, now: i64, f: F) -> Result<bool, E>
+    where
+        E: From<StoreError> + Send,
+        F: FnOnce(&Group, &User) -> Result<Vec<LogEvent>, E> + Send,
+    {
+        dispatch!(self.add_member(group_id, user_id, now, f))
+    }
+
+    /// Removes a member; `false` when the user was not a member.
+    pub async fn remove_member<E, F>(&self, group_id: &str, user_id: &str, now: i64, f: F) -> Result<bool, E>
+    where
+        E: From<StoreError> + Send,
+        F: FnOnce(&Group, &User) -> Result<Vec<LogEvent>, E> + Send,
+    {
+        dispatch!(self.remove_member(group_id, user_id, now, f))
+    }
+
+    /// Members of a group in user-creation order after `after_seq`.
+    pub async fn list_members(
+        &self,
+        group_id: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, User)>, StoreError> {
+        dispatch!(self.list_members(group_id, after_seq, limit))
+    }
+
+    /// Groups of a user.
+    pub async fn user_groups(&self, user_id: &str) -> Result<Vec<Group>, StoreError> {
+        dispatch!(self.user_groups(user_id))
+    }
+
+    // ---- System Log ----
+
+    /// Writes events that belong to no entity change (e.g. a failed sign-in).
+    pub async fn append_events(&self, events: &[LogEvent]) -> Result<(), StoreError> {
+        dispatch!(self.append_events(events))
+    }
+
+    /// How many System Log events of `event_type` exist.
+    pub async fn count_events(&self, event_type: &str) -> Result<i64, StoreError> {
+        dispatch!(self.count_events(event_type))
+    }
+
+    /// One batch of events for `GET /api/v1/logs`, in the query's order.
+    pub async fn list_logs(&self, q: &LogQuery) -> Result<Vec<(i64, LogEvent)>, StoreError> {
+        dispatch!(self.list_logs(q))
+    }
+}
+
+/// The URL with any password replaced, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(data: &str) -> Result<T, StoreError> {
+    serde_json::from_str(data).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// A JSON object setting, read as a map (empty when absent).
+pub fn as_map(v: Option<Value>) -> Map<String, Value> {
+    match v {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn both_backends_have_the_same_migrations() {
+        let list = |dir: &str| -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(format!("{}/migrations/{dir}", env!("CARGO_MANIFEST_DIR")))
+                .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+            v.sort();
+            v
+        };
+        let sqlite = list("sqlite");
+        assert!(!sqlite.is_empty());
+        assert_eq!(sqlite, list("postgres"), "every migration needs a twin for the other backend");
+    }
+}
