@@ -197,10 +197,11 @@ impl Attribute {
             return;
         }
         if let (Some(items), Value::Array(a)) = (self.items, v)
-            && a.iter().any(|x| !items.accepts(x)) {
-                causes.push(format!("{}: Every element must be of type {}", self.name, items.as_str()));
-                return;
-            }
+            && a.iter().any(|x| !items.accepts(x))
+        {
+            causes.push(format!("{}: Every element must be of type {}", self.name, items.as_str()));
+            return;
+        }
         if let Value::String(s) = v {
             let n = s.chars().count() as u64;
             if self.required && s.trim().is_empty() {
@@ -218,9 +219,10 @@ impl Attribute {
             }
         }
         if let Some(e) = &self.enumeration
-            && !e.contains(v) {
-                causes.push(format!("{}: Does not match one of the enumerated values", self.name));
-            }
+            && !e.contains(v)
+        {
+            causes.push(format!("{}: Does not match one of the enumerated values", self.name));
+        }
     }
 }
 

@@ -70,6 +70,9 @@ pub struct StoredCredentials {
     pub provider_type: String,
     #[serde(default = "default_provider")]
     pub provider_name: String,
+    /// SHA-256 of the latest activation token (activate / reactivate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_token_hash: Option<String>,
 }
 
 fn default_provider() -> String {

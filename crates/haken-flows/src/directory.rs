@@ -1,7 +1,7 @@
 //! Users and groups: creation, profile updates, the lifecycle and Okta's two-step delete,
 //! group membership. Each operation commits together with its System Log events.
 
-use haken_core::id::{IdKind, new_id};
+use haken_core::id::{IdKind, new_id, random_base62};
 use haken_core::log_event::{EventContext, LogEvent, Target};
 use haken_core::user::{Lifecycle, StoredCredentials, Transition, apply_lifecycle};
 use haken_core::{ApiError, Group, Timestamp, User, UserStatus};
@@ -111,6 +111,7 @@ pub async fn create_user(
             recovery_answer_hash,
             provider_type: if req.provider { "FEDERATION" } else { "OKTA" }.to_owned(),
             provider_name: if req.provider { "FEDERATION" } else { "OKTA" }.to_owned(),
+            activation_token_hash: None,
         },
         failed_sign_ins: 0,
     };
@@ -245,6 +246,14 @@ pub async fn update_user(
         .map_err(|e| flow_error(e, "User", id))
 }
 
+/// The result of a lifecycle operation.
+#[derive(Debug, Clone)]
+pub struct LifecycleOutcome {
+    pub user: User,
+    /// For activate and reactivate: a fresh activation token (only its hash is stored).
+    pub activation_token: Option<String>,
+}
+
 /// A lifecycle operation (`/lifecycle/activate`, `/suspend`, ...).
 pub async fn lifecycle(
     store: &Store,
@@ -252,19 +261,25 @@ pub async fn lifecycle(
     id: &str,
     op: Lifecycle,
     now: Timestamp,
-) -> Result<User, ApiError> {
+) -> Result<LifecycleOutcome, ApiError> {
     let existing = get_user(store, id).await?;
     let ctx = ctx.clone();
-    store
+    let token = matches!(op, Lifecycle::Activate | Lifecycle::Reactivate).then(|| random_base62(20));
+    let token_hash = token.as_deref().map(haken_core::token::hash_token);
+    let user = store
         .update_user::<FlowError, _>(&existing.id, move |mut user| match apply_lifecycle(&mut user, op, now)? {
             Transition::Unchanged => Ok(None),
             Transition::Changed => {
+                if token_hash.is_some() {
+                    user.credentials.activation_token_hash = token_hash;
+                }
                 let event = ctx.user_event(op.event_type(), op.verb(), &user, now);
                 Ok(Some(Change { value: user, events: vec![event] }))
             }
         })
         .await
-        .map_err(|e| flow_error(e, "User", id))
+        .map_err(|e| flow_error(e, "User", id))?;
+    Ok(LifecycleOutcome { user, activation_token: token })
 }
 
 /// What `DELETE /api/v1/users/{id}` did.

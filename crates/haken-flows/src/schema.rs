@@ -42,9 +42,10 @@ pub async fn update(store: &Store, body: &Value, now: Timestamp) -> Result<UserS
         .transpose()?
         .unwrap_or_default();
     if let Some(base) = body.pointer("/definitions/base/properties").and_then(Value::as_object)
-        && !base.is_empty() {
-            return Err(ApiError::validation("definitions.base", "base attributes cannot be changed"));
-        }
+        && !base.is_empty()
+    {
+        return Err(ApiError::validation("definitions.base", "base attributes cannot be changed"));
+    }
     // Validate every definition before touching the store.
     let base_names: Vec<String> = haken_core::schema::base_attributes().into_iter().map(|a| a.name).collect();
     for (name, def) in &props {

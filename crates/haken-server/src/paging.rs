@@ -128,9 +128,10 @@ pub fn link_headers(base: &str, path: &str, params: &Params, next: Option<&str>)
         h.append(LINK, v);
     }
     if let Some(after) = next
-        && let Ok(v) = HeaderValue::from_str(&format!("<{}>; rel=\"next\"", url(params.with_after(Some(after))))) {
-            h.append(LINK, v);
-        }
+        && let Ok(v) = HeaderValue::from_str(&format!("<{}>; rel=\"next\"", url(params.with_after(Some(after)))))
+    {
+        h.append(LINK, v);
+    }
     h
 }
 

@@ -44,9 +44,11 @@ pub struct ServeFlags {
 /// The flags a store-only command needs.
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct StoreFlags {
-    #[arg(long)]
+    /// Data directory [default: ./haken-data; env HAKEN_DATA_DIR].
+    #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
-    #[arg(long)]
+    /// sqlite://… or postgres://… [env HAKEN_DATABASE_URL].
+    #[arg(long, global = true)]
     pub database_url: Option<String>,
 }
 

@@ -82,17 +82,18 @@ pub fn pinned_statuses(f: &Filter) -> Option<Vec<String>> {
 pub fn time_bound(f: &Filter, attr: &str) -> (Option<i64>, Option<i64>) {
     if let Filter::Compare { path, op, value: Value::String(s) } = f
         && path == attr
-            && let Some(t) = Timestamp::parse(s) {
-                let t = t.millis();
-                return match op {
-                    Op::Gt => (Some(t + 1), None),
-                    Op::Ge => (Some(t), None),
-                    Op::Lt => (None, Some(t - 1)),
-                    Op::Le => (None, Some(t)),
-                    Op::Eq => (Some(t), Some(t)),
-                    _ => (None, None),
-                };
-            }
+        && let Some(t) = Timestamp::parse(s)
+    {
+        let t = t.millis();
+        return match op {
+            Op::Gt => (Some(t + 1), None),
+            Op::Ge => (Some(t), None),
+            Op::Lt => (None, Some(t - 1)),
+            Op::Le => (None, Some(t)),
+            Op::Eq => (Some(t), Some(t)),
+            _ => (None, None),
+        };
+    }
     (None, None)
 }
 

@@ -256,11 +256,19 @@ async fn user_lifecycle(
     State(state): State<AppState>,
     Caller(ctx): Caller,
     Path((id, op)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
+    let params = Params::parse(raw.as_deref());
     let lifecycle = Lifecycle::parse(&op).ok_or_else(|| Failure(ApiError::new(ErrorCode::PathNotFound)))?;
-    let user = directory::lifecycle(&state.store, &ctx, &id, lifecycle, Timestamp::now()).await?;
-    match lifecycle {
-        Lifecycle::ExpirePassword => Ok(ok_json(render::user(&user, &state.public_url))),
+    let send_email = params.flag("sendEmail", true)?;
+    let outcome = directory::lifecycle(&state.store, &ctx, &id, lifecycle, Timestamp::now()).await?;
+    match (lifecycle, outcome.activation_token) {
+        (Lifecycle::ExpirePassword, _) => Ok(ok_json(render::user(&outcome.user, &state.public_url))),
+        // No mail is sent by Haken: with sendEmail=false the caller delivers the link.
+        (Lifecycle::Activate | Lifecycle::Reactivate, Some(token)) if !send_email => Ok(ok_json(json!({
+            "activationUrl": format!("{}/welcome/{token}", state.public_url),
+            "activationToken": token,
+        }))),
         _ => Ok(ok_json(json!({}))),
     }
 }

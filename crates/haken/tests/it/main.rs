@@ -1,0 +1,13 @@
+//! Integration tests: the real server, started in this process on 127.0.0.1:0 (or as the real
+//! binary where a process boundary matters), driven over real HTTP. Every store-touching test
+//! runs on SQLite and on PostgreSQL.
+
+mod harness;
+
+mod auth;
+mod binary;
+mod groups;
+mod logs;
+mod sdk;
+mod tidy;
+mod users;
