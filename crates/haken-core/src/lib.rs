@@ -4,9 +4,12 @@
 //! This crate knows nothing of HTTP or SQL. The server turns these types into wire bodies; the
 //! store persists them.
 
+pub mod catalog;
 pub mod error;
+pub mod expr;
 pub mod filter;
 pub mod group;
+pub mod hook;
 pub mod id;
 pub mod log_event;
 pub mod schema;

@@ -52,6 +52,10 @@ pub struct ServerConfig {
     pub rate_limit_per_minute: u32,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Run the event-hook delivery workers on this node (a node can serve the API only).
+    pub workers: bool,
+    /// Names this node in delivery leases and attempt records (default: random).
+    pub node_id: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +69,8 @@ impl Default for ServerConfig {
             bootstrap_token: None,
             rate_limit_per_minute: 6000,
             max_body_bytes: 1024 * 1024,
+            workers: true,
+            node_id: None,
         }
     }
 }

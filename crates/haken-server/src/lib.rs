@@ -15,6 +15,7 @@ pub mod state;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use haken_core::Timestamp;
 use haken_store::{Store, StoreOptions};
@@ -34,26 +35,27 @@ pub struct Running {
     pub created_bootstrap_token: Option<String>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
+    dispatcher: Option<JoinHandle<()>>,
 }
 
 impl Running {
     /// Stops accepting requests, lets those in flight finish, and closes the store.
     pub async fn shutdown(self) -> std::io::Result<()> {
         let _ = self.shutdown.send(true);
-        let result = match self.task.await {
-            Ok(r) => r,
-            Err(e) => Err(std::io::Error::other(e)),
-        };
-        self.store.close().await;
-        result
+        self.wait().await
     }
 
-    /// Waits until the server stops by itself (it does not, unless the listener fails).
+    /// Waits until the server has stopped (after a shutdown signal), then lets deliveries in
+    /// flight finish and closes the store.
     pub async fn wait(self) -> std::io::Result<()> {
         let r = match self.task.await {
             Ok(r) => r,
             Err(e) => Err(std::io::Error::other(e)),
         };
+        let _ = self.shutdown.send(true);
+        if let Some(d) = self.dispatcher {
+            let _ = d.await;
+        }
         self.store.close().await;
         r
     }
@@ -90,10 +92,23 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         .clone()
         .map(|u| u.trim_end_matches('/').to_owned())
         .unwrap_or_else(|| format!("http://{addr}"));
-    let state =
-        AppState::new(store.clone(), config, public_url.clone()).await.map_err(|e| StartError::Setup(e.to_string()))?;
+    store.install_router(Arc::new(haken_hooks::HookRouter::new()));
+    let outbound = haken_hooks::OutboundClient::new(haken_hooks::UrlPolicy { allow_insecure: config.insecure_hooks })
+        .map_err(StartError::Setup)?;
+    let workers = config.workers;
+    let node_id = config.node_id.clone();
+    let state = AppState::new(store.clone(), config, public_url.clone(), outbound.clone(), metrics_handle())
+        .await
+        .map_err(|e| StartError::Setup(e.to_string()))?;
     let app = api::router(state);
     let (tx, mut rx) = watch::channel(false);
+    let dispatcher = workers.then(|| {
+        let mut cfg = haken_hooks::DispatcherConfig::new(public_url.clone());
+        if let Some(id) = node_id {
+            cfg.node_id = id;
+        }
+        haken_hooks::Dispatcher::new(store.clone(), outbound, cfg).spawn(tx.subscribe())
+    });
     let task = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
@@ -102,7 +117,28 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
             .await
     });
     tracing::info!(%addr, backend = store.backend_name(), %public_url, "Haken is serving.");
-    Ok(Running { addr, public_url, store, created_bootstrap_token, shutdown: tx, task })
+    Ok(Running { addr, public_url, store, created_bootstrap_token, shutdown: tx, task, dispatcher })
+}
+
+/// The process-wide Prometheus recorder (installed once; several servers in one process, as
+/// in the tests, share it).
+fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(haken_hooks::metrics::ATTEMPT_SECONDS.to_owned()),
+                    haken_hooks::metrics::LATENCY_BUCKETS,
+                )
+                .ok()?;
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            Some(handle)
+        })
+        .clone()
 }
 
 /// Applies `HAKEN_BOOTSTRAP_TOKEN`, or creates the first token of an empty store and writes it

@@ -18,13 +18,25 @@ pub struct AppState {
     pub public_url: Arc<str>,
     pub cursors: Arc<CursorKey>,
     pub limiter: Arc<RateLimiter>,
+    /// The one outbound HTTP client (hook calls), with the URL policy.
+    pub outbound: haken_hooks::OutboundClient,
+    /// Renders `/metrics`.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl AppState {
     /// Builds the state; the cursor signing key is shared by all nodes through the store.
-    pub async fn new(store: Store, config: ServerConfig, public_url: String) -> Result<Self, StoreError> {
+    pub async fn new(
+        store: Store,
+        config: ServerConfig,
+        public_url: String,
+        outbound: haken_hooks::OutboundClient,
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    ) -> Result<Self, StoreError> {
         let key = store.setting_or_insert("cursor_key", &random_base62(43)).await?;
         Ok(AppState {
+            outbound,
+            metrics,
             store,
             limiter: Arc::new(RateLimiter::new(config.rate_limit_per_minute)),
             config: Arc::new(config),

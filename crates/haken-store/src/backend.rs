@@ -3,15 +3,19 @@
 //! the polling horizon) is passed in or written per backend below.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
+use haken_core::hook::{Attempt, AttemptOutcome, Delivery, DeliveryStatus, EventHook};
 use haken_core::token::ApiToken;
-use haken_core::{Group, LogEvent, User};
+use haken_core::{Group, LogEvent, Timestamp, User};
 use serde_json::Value;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row};
 
-use crate::{Change, LogCursor, LogQuery, StoreError, StoreOptions, UserQuery, decode, encode};
+use crate::{
+    Change, Claimed, HookRuntime, LogCursor, LogQuery, QueueStats, StoreError, StoreOptions, UserQuery, decode, encode,
+};
 
 /// Embedded SQLite: a one-connection pool serialises writers (so commit order is `seq` order
 /// and no transaction ever waits on a lock upgrade); readers use their own pool under WAL.
@@ -19,6 +23,7 @@ use crate::{Change, LogCursor, LogQuery, StoreError, StoreOptions, UserQuery, de
 pub struct SqliteBackend {
     write: SqlitePool,
     read: SqlitePool,
+    pub(crate) hooks: Arc<HookRuntime>,
 }
 
 /// PostgreSQL, shared by any number of nodes.
@@ -26,6 +31,7 @@ pub struct SqliteBackend {
 pub struct PgBackend {
     write: PgPool,
     read: PgPool,
+    pub(crate) hooks: Arc<HookRuntime>,
 }
 
 impl SqliteBackend {
@@ -52,7 +58,7 @@ impl SqliteBackend {
             .acquire_timeout(opts.acquire_timeout)
             .connect_with(base.read_only(true))
             .await?;
-        Ok(SqliteBackend { write, read })
+        Ok(SqliteBackend { write, read, hooks: Arc::default() })
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
@@ -81,7 +87,7 @@ impl PgBackend {
         sqlx::query("SELECT pg_advisory_unlock(727274001)").execute(&mut *conn).await?;
         migrated?;
         drop(conn);
-        Ok(PgBackend { write: pool.clone(), read: pool })
+        Ok(PgBackend { write: pool.clone(), read: pool, hooks: Arc::default() })
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
@@ -90,6 +96,10 @@ impl PgBackend {
 
     pub(crate) async fn close(&self) {
         self.write.close().await;
+    }
+
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.write
     }
 }
 
@@ -102,19 +112,64 @@ fn foreign_key_violation(e: &sqlx::Error) -> bool {
 }
 
 macro_rules! backend_impl {
-    ($backend:ty, $db:ty, for_update = $lock:literal, polling_horizon = $horizon:literal) => {
+    ($backend:ty, $db:ty, $row:ty, for_update = $lock:literal, skip_locked = $skip:literal, polling_horizon = $horizon:literal, notify = $notify:literal) => {
         impl $backend {
-            async fn insert_events(tx: &mut sqlx::Transaction<'static, $db>, events: &[LogEvent]) -> Result<(), StoreError> {
+            /// Writes the events and, for each hook that receives one, an outbox row. Returns
+            /// whether anything was routed (the caller wakes the dispatcher after commit).
+            async fn insert_events(&self, tx: &mut sqlx::Transaction<'static, $db>, events: &[LogEvent]) -> Result<bool, StoreError> {
+                let router = self.hooks.router.get();
+                if let Some(router) = router {
+                    let row = sqlx::query("SELECT value FROM settings WHERE key = 'event_hooks_rev'").fetch_optional(&mut **tx).await?;
+                    let rev = match row {
+                        Some(r) => r.try_get::<String, _>(0)?.parse::<i64>().unwrap_or(0),
+                        None => 0,
+                    };
+                    if rev != router.revision() {
+                        let rows = sqlx::query("SELECT data FROM event_hooks WHERE receives = 1").fetch_all(&mut **tx).await?;
+                        let hooks = rows.iter().map(|r| decode(&r.try_get::<String, _>(0)?)).collect::<Result<Vec<_>, StoreError>>()?;
+                        router.refresh(rev, hooks);
+                    }
+                }
+                let mut routed_any = false;
                 for ev in events {
-                    sqlx::query("INSERT INTO log_events (uuid, published, event_type, data) VALUES ($1, $2, $3, $4)")
+                    let targets = router.map(|r| r.route(ev)).unwrap_or_default();
+                    let data = if targets.is_empty() {
+                        encode(ev)?
+                    } else {
+                        let mut ev = ev.clone();
+                        if let Some(dc) = ev.debug_context.as_mut() {
+                            dc.debug_data.insert("targetEventHookIds".into(), Value::String(targets.join(",")));
+                        }
+                        encode(&ev)?
+                    };
+                    let row = sqlx::query("INSERT INTO log_events (uuid, published, event_type, data) VALUES ($1, $2, $3, $4) RETURNING seq")
                         .bind(&ev.uuid)
                         .bind(ev.published.millis())
                         .bind(&ev.event_type)
-                        .bind(encode(ev)?)
-                        .execute(&mut **tx)
+                        .bind(data)
+                        .fetch_one(&mut **tx)
                         .await?;
+                    let seq: i64 = row.try_get(0)?;
+                    for hook_id in &targets {
+                        sqlx::query("INSERT INTO outbox (hook_id, event_seq, created) VALUES ($1, $2, $3)")
+                            .bind(hook_id)
+                            .bind(seq)
+                            .bind(ev.published.millis())
+                            .execute(&mut **tx)
+                            .await?;
+                        routed_any = true;
+                    }
                 }
-                Ok(())
+                if routed_any && !$notify.is_empty() {
+                    sqlx::query($notify).execute(&mut **tx).await?;
+                }
+                Ok(routed_any)
+            }
+
+            fn after_commit(&self, routed: bool) {
+                if routed {
+                    self.hooks.wake.notify_one();
+                }
             }
 
             pub(crate) async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -154,8 +209,9 @@ macro_rules! backend_impl {
                     .execute(&mut *tx)
                     .await
                     .map_err(StoreError::from)?;
-                Self::insert_events(&mut tx, &change.events).await?;
+                let routed = self.insert_events(&mut tx, &change.events).await?;
                 tx.commit().await.map_err(StoreError::from)?;
+                self.after_commit(routed);
                 Ok(change.value)
             }
 
@@ -168,8 +224,9 @@ macro_rules! backend_impl {
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| if unique_violation(&e) { StoreError::Conflict("token") } else { e.into() })?;
-                Self::insert_events(&mut tx, events).await?;
+                let routed = self.insert_events(&mut tx, events).await?;
                 tx.commit().await?;
+                self.after_commit(routed);
                 Ok(())
             }
 
@@ -193,8 +250,9 @@ macro_rules! backend_impl {
                 if done.rows_affected() == 0 {
                     return Err(StoreError::NotFound);
                 }
-                Self::insert_events(&mut tx, events).await?;
+                let routed = self.insert_events(&mut tx, events).await?;
                 tx.commit().await?;
+                self.after_commit(routed);
                 Ok(())
             }
 
@@ -225,8 +283,9 @@ macro_rules! backend_impl {
                         }
                     }
                 }
-                Self::insert_events(&mut tx, events).await?;
+                let routed = self.insert_events(&mut tx, events).await?;
                 tx.commit().await?;
+                self.after_commit(routed);
                 Ok(())
             }
 
@@ -265,8 +324,9 @@ macro_rules! backend_impl {
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| if unique_violation(&e) { StoreError::Conflict("login") } else { StoreError::from(e) })?;
-                Self::insert_events(&mut tx, &change.events).await?;
+                let routed = self.insert_events(&mut tx, &change.events).await?;
                 tx.commit().await.map_err(StoreError::from)?;
+                self.after_commit(routed);
                 Ok(user)
             }
 
@@ -286,8 +346,9 @@ macro_rules! backend_impl {
                 let events = f(&user)?;
                 sqlx::query("DELETE FROM group_members WHERE user_id = $1").bind(id).execute(&mut *tx).await.map_err(StoreError::from)?;
                 sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await.map_err(StoreError::from)?;
-                Self::insert_events(&mut tx, &events).await?;
+                let routed = self.insert_events(&mut tx, &events).await?;
                 tx.commit().await.map_err(StoreError::from)?;
+                self.after_commit(routed);
                 Ok(())
             }
 
@@ -336,8 +397,9 @@ macro_rules! backend_impl {
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| if unique_violation(&e) { StoreError::Conflict("name") } else { e.into() })?;
-                Self::insert_events(&mut tx, events).await?;
+                let routed = self.insert_events(&mut tx, events).await?;
                 tx.commit().await?;
+                self.after_commit(routed);
                 Ok(())
             }
 
@@ -377,8 +439,9 @@ macro_rules! backend_impl {
                     return Ok(current);
                 };
                 Self::write_group(&mut tx, &change.value).await?;
-                Self::insert_events(&mut tx, &change.events).await?;
+                let routed = self.insert_events(&mut tx, &change.events).await?;
                 tx.commit().await.map_err(StoreError::from)?;
+                self.after_commit(routed);
                 Ok(change.value)
             }
 
@@ -392,8 +455,9 @@ macro_rules! backend_impl {
                 let events = f(&group)?;
                 sqlx::query("DELETE FROM group_members WHERE group_id = $1").bind(id).execute(&mut *tx).await.map_err(StoreError::from)?;
                 sqlx::query("DELETE FROM groups WHERE id = $1").bind(id).execute(&mut *tx).await.map_err(StoreError::from)?;
-                Self::insert_events(&mut tx, &events).await?;
+                let routed = self.insert_events(&mut tx, &events).await?;
                 tx.commit().await.map_err(StoreError::from)?;
+                self.after_commit(routed);
                 Ok(())
             }
 
@@ -453,8 +517,9 @@ macro_rules! backend_impl {
                 let events = f(&group, &user)?;
                 group.last_membership_updated = haken_core::Timestamp(now);
                 Self::write_group(&mut tx, &group).await?;
-                Self::insert_events(&mut tx, &events).await?;
+                let routed = self.insert_events(&mut tx, &events).await?;
                 tx.commit().await.map_err(StoreError::from)?;
+                self.after_commit(routed);
                 Ok(true)
             }
 
@@ -478,8 +543,9 @@ macro_rules! backend_impl {
                 let events = f(&group, &user)?;
                 group.last_membership_updated = haken_core::Timestamp(now);
                 Self::write_group(&mut tx, &group).await?;
-                Self::insert_events(&mut tx, &events).await?;
+                let routed = self.insert_events(&mut tx, &events).await?;
                 tx.commit().await.map_err(StoreError::from)?;
+                self.after_commit(routed);
                 Ok(true)
             }
 
@@ -506,10 +572,449 @@ macro_rules! backend_impl {
                 rows.iter().map(|r| decode(&r.try_get::<String, _>(0)?)).collect()
             }
 
+
+            // ---- event hooks ----
+
+            async fn bump_hooks_rev(tx: &mut sqlx::Transaction<'static, $db>) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO settings (key, value) VALUES ('event_hooks_rev', '1') \
+                     ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(settings.value AS INTEGER) + 1 AS TEXT)",
+                )
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
+
+            pub(crate) async fn insert_event_hook(&self, hook: &EventHook, events: &[LogEvent]) -> Result<(), StoreError> {
+                let mut tx = self.begin().await?;
+                sqlx::query("INSERT INTO event_hooks (id, name_lower, receives, data) VALUES ($1, $2, $3, $4)")
+                    .bind(&hook.id)
+                    .bind(hook.name.to_lowercase())
+                    .bind(i64::from(hook.receives()))
+                    .bind(encode(hook)?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| if unique_violation(&e) { StoreError::Conflict("name") } else { e.into() })?;
+                Self::bump_hooks_rev(&mut tx).await?;
+                let routed = self.insert_events(&mut tx, events).await?;
+                tx.commit().await?;
+                self.after_commit(routed);
+                Ok(())
+            }
+
+            pub(crate) async fn get_event_hook(&self, id: &str) -> Result<Option<EventHook>, StoreError> {
+                let row = sqlx::query("SELECT data FROM event_hooks WHERE id = $1").bind(id).fetch_optional(&self.read).await?;
+                row.map(|r| decode(&r.try_get::<String, _>(0)?)).transpose()
+            }
+
+            pub(crate) async fn list_event_hooks(&self) -> Result<Vec<EventHook>, StoreError> {
+                let rows = sqlx::query("SELECT data FROM event_hooks ORDER BY seq").fetch_all(&self.read).await?;
+                rows.iter().map(|r| decode(&r.try_get::<String, _>(0)?)).collect()
+            }
+
+            async fn write_event_hook(tx: &mut sqlx::Transaction<'static, $db>, hook: &EventHook) -> Result<(), StoreError> {
+                sqlx::query("UPDATE event_hooks SET name_lower = $2, receives = $3, data = $4 WHERE id = $1")
+                    .bind(&hook.id)
+                    .bind(hook.name.to_lowercase())
+                    .bind(i64::from(hook.receives()))
+                    .bind(encode(hook)?)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(|e| if unique_violation(&e) { StoreError::Conflict("name") } else { StoreError::from(e) })?;
+                Self::bump_hooks_rev(tx).await
+            }
+
+            pub(crate) async fn update_event_hook<E, F>(&self, id: &str, f: F) -> Result<EventHook, E>
+            where
+                E: From<StoreError> + Send,
+                F: FnOnce(EventHook) -> Result<Option<Change<EventHook>>, E> + Send,
+            {
+                let mut tx = self.begin().await?;
+                let row = sqlx::query(concat!("SELECT data FROM event_hooks WHERE id = $1", $lock))
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(StoreError::from)?
+                    .ok_or(StoreError::NotFound)?;
+                let current: EventHook = decode(&row.try_get::<String, _>(0).map_err(StoreError::from)?)?;
+                let Some(change) = f(current.clone())? else {
+                    return Ok(current);
+                };
+                Self::write_event_hook(&mut tx, &change.value).await?;
+                let routed = self.insert_events(&mut tx, &change.events).await?;
+                tx.commit().await.map_err(StoreError::from)?;
+                self.after_commit(routed || change.value.receives());
+                Ok(change.value)
+            }
+
+            pub(crate) async fn delete_event_hook<E, F>(&self, id: &str, f: F) -> Result<(), E>
+            where
+                E: From<StoreError> + Send,
+                F: FnOnce(&EventHook) -> Result<Vec<LogEvent>, E> + Send,
+            {
+                let mut tx = self.begin().await?;
+                let row = sqlx::query(concat!("SELECT data FROM event_hooks WHERE id = $1", $lock))
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(StoreError::from)?
+                    .ok_or(StoreError::NotFound)?;
+                let hook: EventHook = decode(&row.try_get::<String, _>(0).map_err(StoreError::from)?)?;
+                let events = f(&hook)?;
+                for sql in [
+                    "DELETE FROM outbox WHERE hook_id = $1",
+                    "DELETE FROM delivery_attempts WHERE hook_id = $1",
+                    "DELETE FROM deliveries WHERE hook_id = $1",
+                    "DELETE FROM event_hooks WHERE id = $1",
+                ] {
+                    sqlx::query(sql).bind(id).execute(&mut *tx).await.map_err(StoreError::from)?;
+                }
+                Self::bump_hooks_rev(&mut tx).await?;
+                let routed = self.insert_events(&mut tx, &events).await?;
+                tx.commit().await.map_err(StoreError::from)?;
+                self.after_commit(routed);
+                Ok(())
+            }
+
+            // ---- deliveries ----
+
+            fn delivery_from_row(r: &$row) -> Result<Delivery, StoreError> {
+                let status: String = r.try_get("status")?;
+                let opt_ts = |v: Option<i64>| v.map(Timestamp);
+                Ok(Delivery {
+                    id: r.try_get("id")?,
+                    hook_id: r.try_get("hook_id")?,
+                    kind: r.try_get("kind")?,
+                    status: DeliveryStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("delivery status {status}")))?,
+                    attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+                    event_count: u32::try_from(r.try_get::<i64, _>("event_count")?).unwrap_or(u32::MAX),
+                    created: Timestamp(r.try_get("created")?),
+                    event_time: Timestamp(r.try_get("event_time")?),
+                    next_attempt_at: Timestamp(r.try_get("next_attempt_at")?),
+                    last_attempt_at: opt_ts(r.try_get("last_attempt_at")?),
+                    delivered_at: opt_ts(r.try_get("delivered_at")?),
+                    last_status: r.try_get::<Option<i64>, _>("last_status")?.and_then(|v| u16::try_from(v).ok()),
+                    last_error: r.try_get("last_error")?,
+                })
+            }
+
+            pub(crate) async fn form_deliveries(&self, now: i64, max_events: i64) -> Result<usize, StoreError> {
+                let mut tx = self.begin().await?;
+                let hooks = sqlx::query("SELECT DISTINCT hook_id FROM outbox WHERE delivery_id IS NULL LIMIT 200").fetch_all(&mut *tx).await?;
+                let mut made = 0usize;
+                for h in hooks {
+                    let hook_id: String = h.try_get(0)?;
+                    // A bounded number of deliveries per hook and call keeps the transaction short.
+                    for _ in 0..20 {
+                        let rows = sqlx::query(concat!(
+                            "SELECT seq FROM outbox WHERE delivery_id IS NULL AND hook_id = $1 ORDER BY seq LIMIT $2",
+                            $skip
+                        ))
+                        .bind(&hook_id)
+                        .bind(max_events)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                        if rows.is_empty() {
+                            break;
+                        }
+                        let seqs = rows.iter().map(|r| r.try_get::<i64, _>(0)).collect::<Result<Vec<_>, _>>()?;
+                        let id = haken_core::log_event::new_uuid();
+                        sqlx::query(
+                            "INSERT INTO deliveries (id, hook_id, kind, status, attempts, event_count, created, event_time, next_attempt_at) \
+                             VALUES ($1, $2, 'event', 'PENDING', 0, $3, $4, $4, $4)",
+                        )
+                        .bind(&id)
+                        .bind(&hook_id)
+                        .bind(seqs.len() as i64)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                        let mut b: QueryBuilder<$db> = QueryBuilder::new("UPDATE outbox SET delivery_id = ");
+                        b.push_bind(id).push(" WHERE seq IN (");
+                        let mut sep = b.separated(", ");
+                        for s in &seqs {
+                            sep.push_bind(*s);
+                        }
+                        b.push(")");
+                        b.build().execute(&mut *tx).await?;
+                        made += 1;
+                        if (seqs.len() as i64) < max_events {
+                            break;
+                        }
+                    }
+                }
+                tx.commit().await?;
+                Ok(made)
+            }
+
+            pub(crate) async fn due_hooks(&self, now: i64) -> Result<(Vec<String>, Option<i64>), StoreError> {
+                let rows = sqlx::query(
+                    "SELECT d.hook_id, MIN(d.next_attempt_at) FROM deliveries d JOIN event_hooks h ON h.id = d.hook_id \
+                     WHERE d.status = 'PENDING' AND h.receives = 1 AND (d.lease_until IS NULL OR d.lease_until < $1) \
+                     GROUP BY d.hook_id",
+                )
+                .bind(now)
+                .fetch_all(&self.read)
+                .await?;
+                let mut due = Vec::new();
+                let mut next: Option<i64> = None;
+                for r in rows {
+                    let hook: String = r.try_get(0)?;
+                    let at: i64 = r.try_get(1)?;
+                    if at <= now {
+                        due.push(hook);
+                    } else {
+                        next = Some(next.map_or(at, |n| n.min(at)));
+                    }
+                }
+                Ok((due, next))
+            }
+
+            pub(crate) async fn claim_deliveries(&self, hook_id: &str, node: &str, now: i64, lease_until: i64, limit: i64) -> Result<Vec<Claimed>, StoreError> {
+                let mut tx = self.begin().await?;
+                let rows = sqlx::query(concat!(
+                    "SELECT id FROM deliveries WHERE hook_id = $1 AND status = 'PENDING' AND next_attempt_at <= $2 \
+                     AND (lease_until IS NULL OR lease_until < $2) ORDER BY next_attempt_at, seq LIMIT $3",
+                    $skip
+                ))
+                .bind(hook_id)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                if rows.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let ids = rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<Vec<_>, _>>()?;
+                let mut b: QueryBuilder<$db> = QueryBuilder::new("UPDATE deliveries SET lease_owner = ");
+                b.push_bind(node.to_owned()).push(", lease_until = ").push_bind(lease_until).push(" WHERE id IN (");
+                let mut sep = b.separated(", ");
+                for id in &ids {
+                    sep.push_bind(id.clone());
+                }
+                b.push(") RETURNING *");
+                let claimed = b.build().fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                let mut out = Vec::with_capacity(claimed.len());
+                for r in &claimed {
+                    let inline: Option<String> = r.try_get("inline_events")?;
+                    out.push(Claimed {
+                        delivery: Self::delivery_from_row(r)?,
+                        inline_events: inline.map(|s| decode(&s)).transpose()?,
+                    });
+                }
+                out.sort_by_key(|c| (c.delivery.next_attempt_at, c.delivery.created));
+                Ok(out)
+            }
+
+            pub(crate) async fn delivery_events(&self, delivery_id: &str) -> Result<Vec<LogEvent>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT l.data FROM outbox o JOIN log_events l ON l.seq = o.event_seq WHERE o.delivery_id = $1 ORDER BY o.seq",
+                )
+                .bind(delivery_id)
+                .fetch_all(&self.read)
+                .await?;
+                rows.iter().map(|r| decode(&r.try_get::<String, _>(0)?)).collect()
+            }
+
+            pub(crate) async fn finish_attempt(&self, a: &Attempt, outcome: &AttemptOutcome, events: &[LogEvent], stop_hook: Option<&EventHook>) -> Result<(), StoreError> {
+                let mut tx = self.begin().await?;
+                sqlx::query(
+                    "INSERT INTO delivery_attempts (delivery_id, hook_id, attempt, started, latency_ms, status_code, error, response_snippet, node) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&a.delivery_id)
+                .bind(&a.hook_id)
+                .bind(i64::from(a.attempt))
+                .bind(a.started.millis())
+                .bind(i64::try_from(a.latency_ms).unwrap_or(i64::MAX))
+                .bind(a.status_code.map(i64::from))
+                .bind(&a.error)
+                .bind(&a.response_snippet)
+                .bind(&a.node)
+                .execute(&mut *tx)
+                .await?;
+                let done_at = a.started.millis() + i64::try_from(a.latency_ms).unwrap_or(0);
+                let (status, next, delivered, error) = match outcome {
+                    AttemptOutcome::Delivered => ("DELIVERED", done_at, Some(done_at), None),
+                    AttemptOutcome::Retry { at } => ("PENDING", at.millis(), None, a.error.clone()),
+                    AttemptOutcome::Dead { reason } => ("DEAD", done_at, None, Some(reason.clone())),
+                };
+                sqlx::query(
+                    "UPDATE deliveries SET status = $2, attempts = attempts + 1, next_attempt_at = $3, delivered_at = $4, \
+                     last_attempt_at = $5, last_status = $6, last_error = $7, lease_owner = NULL, lease_until = NULL \
+                     WHERE id = $1 AND status = 'PENDING'",
+                )
+                .bind(&a.delivery_id)
+                .bind(status)
+                .bind(next)
+                .bind(delivered)
+                .bind(a.started.millis())
+                .bind(a.status_code.map(i64::from))
+                .bind(error)
+                .execute(&mut *tx)
+                .await?;
+                if let Some(hook) = stop_hook {
+                    Self::write_event_hook(&mut tx, hook).await?;
+                }
+                let routed = self.insert_events(&mut tx, events).await?;
+                tx.commit().await?;
+                self.after_commit(routed);
+                Ok(())
+            }
+
+            pub(crate) async fn insert_test_delivery(&self, d: &Delivery, events: &[LogEvent]) -> Result<(), StoreError> {
+                let mut tx = self.begin().await?;
+                sqlx::query(
+                    "INSERT INTO deliveries (id, hook_id, kind, status, attempts, event_count, created, event_time, next_attempt_at, inline_events) \
+                     VALUES ($1, $2, $3, 'PENDING', 0, $4, $5, $6, $7, $8)",
+                )
+                .bind(&d.id)
+                .bind(&d.hook_id)
+                .bind(&d.kind)
+                .bind(events.len() as i64)
+                .bind(d.created.millis())
+                .bind(d.event_time.millis())
+                .bind(d.next_attempt_at.millis())
+                .bind(encode(&events)?)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                self.after_commit(true);
+                Ok(())
+            }
+
+            pub(crate) async fn list_deliveries(&self, hook_id: &str, status: Option<DeliveryStatus>, before_seq: i64, limit: i64) -> Result<Vec<(i64, Delivery)>, StoreError> {
+                let mut b: QueryBuilder<$db> = QueryBuilder::new("SELECT * FROM deliveries WHERE hook_id = ");
+                b.push_bind(hook_id.to_owned());
+                if let Some(st) = status {
+                    b.push(" AND status = ").push_bind(st.as_str());
+                }
+                if before_seq > 0 {
+                    b.push(" AND seq < ").push_bind(before_seq);
+                }
+                b.push(" ORDER BY seq DESC LIMIT ").push_bind(limit);
+                let rows = b.build().fetch_all(&self.read).await?;
+                rows.iter().map(|r| Ok((r.try_get::<i64, _>("seq")?, Self::delivery_from_row(r)?))).collect()
+            }
+
+            pub(crate) async fn get_delivery(&self, hook_id: &str, id: &str) -> Result<Option<(Delivery, Vec<Attempt>)>, StoreError> {
+                let Some(row) = sqlx::query("SELECT * FROM deliveries WHERE hook_id = $1 AND id = $2")
+                    .bind(hook_id)
+                    .bind(id)
+                    .fetch_optional(&self.read)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let delivery = Self::delivery_from_row(&row)?;
+                let rows = sqlx::query("SELECT * FROM delivery_attempts WHERE delivery_id = $1 ORDER BY seq").bind(id).fetch_all(&self.read).await?;
+                let attempts = rows
+                    .iter()
+                    .map(|r| {
+                        Ok(Attempt {
+                            delivery_id: r.try_get("delivery_id")?,
+                            hook_id: r.try_get("hook_id")?,
+                            attempt: u32::try_from(r.try_get::<i64, _>("attempt")?).unwrap_or(u32::MAX),
+                            started: Timestamp(r.try_get("started")?),
+                            latency_ms: u64::try_from(r.try_get::<i64, _>("latency_ms")?).unwrap_or(0),
+                            status_code: r.try_get::<Option<i64>, _>("status_code")?.and_then(|v| u16::try_from(v).ok()),
+                            error: r.try_get("error")?,
+                            response_snippet: r.try_get("response_snippet")?,
+                            node: r.try_get("node")?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                Ok(Some((delivery, attempts)))
+            }
+
+            pub(crate) async fn replay_deliveries(&self, hook_id: &str, id: Option<&str>, now: i64) -> Result<u64, StoreError> {
+                let mut tx = self.begin().await?;
+                let done = match id {
+                    Some(id) => sqlx::query(
+                        "UPDATE deliveries SET status = 'PENDING', attempts = 0, next_attempt_at = $3, lease_owner = NULL, lease_until = NULL \
+                         WHERE hook_id = $1 AND id = $2",
+                    )
+                    .bind(hook_id)
+                    .bind(id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?,
+                    None => sqlx::query(
+                        "UPDATE deliveries SET status = 'PENDING', attempts = 0, next_attempt_at = $2, lease_owner = NULL, lease_until = NULL \
+                         WHERE hook_id = $1 AND status = 'DEAD'",
+                    )
+                    .bind(hook_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?,
+                };
+                tx.commit().await?;
+                self.after_commit(done.rows_affected() > 0);
+                Ok(done.rows_affected())
+            }
+
+            pub(crate) async fn backfill(&self, hook_id: &str, since: i64, until: i64, now: i64, matches: &(dyn Fn(&LogEvent) -> bool + Send + Sync)) -> Result<u64, StoreError> {
+                let mut after = 0i64;
+                let mut queued = 0u64;
+                loop {
+                    let rows = sqlx::query(
+                        "SELECT seq, data FROM log_events WHERE published >= $1 AND published <= $2 AND seq > $3 ORDER BY seq LIMIT 500",
+                    )
+                    .bind(since)
+                    .bind(until)
+                    .bind(after)
+                    .fetch_all(&self.read)
+                    .await?;
+                    if rows.is_empty() {
+                        break;
+                    }
+                    let mut picked = Vec::new();
+                    for r in &rows {
+                        let seq: i64 = r.try_get(0)?;
+                        after = seq;
+                        let ev: LogEvent = decode(&r.try_get::<String, _>(1)?)?;
+                        if matches(&ev) {
+                            picked.push(seq);
+                        }
+                    }
+                    if !picked.is_empty() {
+                        let mut tx = self.begin().await?;
+                        for seq in &picked {
+                            sqlx::query("INSERT INTO outbox (hook_id, event_seq, created) VALUES ($1, $2, $3)")
+                                .bind(hook_id)
+                                .bind(*seq)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        tx.commit().await?;
+                        queued += picked.len() as u64;
+                    }
+                    if rows.len() < 500 {
+                        break;
+                    }
+                }
+                self.after_commit(queued > 0);
+                Ok(queued)
+            }
+
+            pub(crate) async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
+                let a = sqlx::query("SELECT COUNT(*), MIN(created) FROM outbox WHERE delivery_id IS NULL").fetch_one(&self.read).await?;
+                let b = sqlx::query("SELECT CAST(COALESCE(SUM(event_count), 0) AS BIGINT), MIN(created) FROM deliveries WHERE status = 'PENDING'")
+                    .fetch_one(&self.read)
+                    .await?;
+                let oldest = [a.try_get::<Option<i64>, _>(1)?, b.try_get::<Option<i64>, _>(1)?].into_iter().flatten().min();
+                Ok(QueueStats { pending_events: a.try_get::<i64, _>(0)? + b.try_get::<i64, _>(0)?, oldest_pending: oldest })
+            }
+
+            // ---- System Log ----
+
             pub(crate) async fn append_events(&self, events: &[LogEvent]) -> Result<(), StoreError> {
                 let mut tx = self.begin().await?;
-                Self::insert_events(&mut tx, events).await?;
+                let routed = self.insert_events(&mut tx, events).await?;
                 tx.commit().await?;
+                self.after_commit(routed);
                 Ok(())
             }
 
@@ -550,10 +1055,21 @@ macro_rules! backend_impl {
     };
 }
 
-backend_impl!(SqliteBackend, sqlx::Sqlite, for_update = "", polling_horizon = "");
+backend_impl!(
+    SqliteBackend,
+    sqlx::Sqlite,
+    sqlx::sqlite::SqliteRow,
+    for_update = "",
+    skip_locked = "",
+    polling_horizon = "",
+    notify = ""
+);
 backend_impl!(
     PgBackend,
     sqlx::Postgres,
+    sqlx::postgres::PgRow,
     for_update = " FOR UPDATE",
-    polling_horizon = " AND tx_id < pg_snapshot_xmin(pg_current_snapshot())"
+    skip_locked = " FOR UPDATE SKIP LOCKED",
+    polling_horizon = " AND tx_id < pg_snapshot_xmin(pg_current_snapshot())",
+    notify = "SELECT pg_notify('haken_outbox', '')"
 );

@@ -9,8 +9,14 @@ mod backend;
 mod query;
 pub mod scratch;
 
+/// PostgreSQL types the delivery engine needs for `LISTEN`.
+pub mod pg {
+    pub use sqlx::postgres::{PgListener, PgPool};
+}
+
 use std::time::Duration;
 
+use haken_core::hook::{Attempt, AttemptOutcome, Delivery, DeliveryStatus, EventHook};
 use haken_core::{Group, LogEvent, User, token::ApiToken};
 use serde_json::{Map, Value};
 
@@ -37,6 +43,48 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database URL: {0}")]
     BadUrl(String),
+}
+
+/// Decides, inside the write transaction, which event hooks receive an event. Implemented by
+/// `haken-hooks` (event types and filters are hook semantics the store does not know).
+pub trait EventRouter: Send + Sync + 'static {
+    /// The hooks revision the router was built from.
+    fn revision(&self) -> i64;
+    /// Rebuilds from the hooks that receive deliveries (active and verified).
+    fn refresh(&self, revision: i64, hooks: Vec<EventHook>);
+    /// The ids of the hooks that receive `event`.
+    fn route(&self, event: &LogEvent) -> Vec<String>;
+}
+
+/// What the backends share with the delivery engine: the router and the wake-up signal
+/// given after a commit that queued deliveries.
+#[derive(Default)]
+pub struct HookRuntime {
+    router: std::sync::OnceLock<std::sync::Arc<dyn EventRouter>>,
+    wake: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for HookRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookRuntime").field("router", &self.router.get().is_some()).finish()
+    }
+}
+
+/// A delivery claimed by a worker: it holds the lease until it reports the attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    pub delivery: Delivery,
+    /// Events of a test delivery, carried by the delivery itself.
+    pub inline_events: Option<Vec<LogEvent>>,
+}
+
+/// Backlog figures for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueStats {
+    /// Routed events not yet delivered (in no delivery yet, or in a pending one).
+    pub pending_events: i64,
+    /// Creation time (ms) of the oldest of them.
+    pub oldest_pending: Option<i64>,
 }
 
 /// How to open the store.
@@ -251,6 +299,155 @@ impl Store {
     /// Groups of a user.
     pub async fn user_groups(&self, user_id: &str) -> Result<Vec<Group>, StoreError> {
         dispatch!(self.user_groups(user_id))
+    }
+
+    // ---- event hooks and deliveries ----
+
+    /// Installs the event router (once, at start); until then no event is routed.
+    pub fn install_router(&self, router: std::sync::Arc<dyn EventRouter>) -> bool {
+        self.runtime().router.set(router).is_ok()
+    }
+
+    /// Resolves after a commit that queued deliveries (or at once if one happened since the
+    /// last call).
+    pub async fn wait_for_work(&self) {
+        self.runtime().wake.notified().await
+    }
+
+    /// Wakes the delivery engine (after a replay, or a notification from another node).
+    pub fn wake(&self) {
+        self.runtime().wake.notify_one()
+    }
+
+    fn runtime(&self) -> &HookRuntime {
+        match self {
+            Store::Sqlite(b) => &b.hooks,
+            Store::Postgres(b) => &b.hooks,
+        }
+    }
+
+    /// The PostgreSQL pool, for `LISTEN` (other nodes' wake-ups).
+    pub fn pg_pool(&self) -> Option<&sqlx::PgPool> {
+        match self {
+            Store::Postgres(b) => Some(b.pool()),
+            Store::Sqlite(_) => None,
+        }
+    }
+
+    /// Creates a hook; [`StoreError::Conflict`] when the name is taken (ignoring case).
+    pub async fn insert_event_hook(&self, hook: &EventHook, events: &[LogEvent]) -> Result<(), StoreError> {
+        dispatch!(self.insert_event_hook(hook, events))
+    }
+
+    pub async fn get_event_hook(&self, id: &str) -> Result<Option<EventHook>, StoreError> {
+        dispatch!(self.get_event_hook(id))
+    }
+
+    pub async fn list_event_hooks(&self) -> Result<Vec<EventHook>, StoreError> {
+        dispatch!(self.list_event_hooks())
+    }
+
+    /// Changes a hook under a write lock (see [`Store::update_user`]).
+    pub async fn update_event_hook<E, F>(&self, id: &str, f: F) -> Result<EventHook, E>
+    where
+        E: From<StoreError> + Send,
+        F: FnOnce(EventHook) -> Result<Option<Change<EventHook>>, E> + Send,
+    {
+        dispatch!(self.update_event_hook(id, f))
+    }
+
+    /// Deletes a hook with its queue and delivery log, if `f` agrees.
+    pub async fn delete_event_hook<E, F>(&self, id: &str, f: F) -> Result<(), E>
+    where
+        E: From<StoreError> + Send,
+        F: FnOnce(&EventHook) -> Result<Vec<LogEvent>, E> + Send,
+    {
+        dispatch!(self.delete_event_hook(id, f))
+    }
+
+    /// Puts routed events that are in no delivery yet into deliveries of at most `max_events`
+    /// each, per hook. Returns how many deliveries were made.
+    pub async fn form_deliveries(&self, now: i64, max_events: i64) -> Result<usize, StoreError> {
+        dispatch!(self.form_deliveries(now, max_events))
+    }
+
+    /// Hooks with deliveries due now, and the earliest due time of the rest (ms).
+    pub async fn due_hooks(&self, now: i64) -> Result<(Vec<String>, Option<i64>), StoreError> {
+        dispatch!(self.due_hooks(now))
+    }
+
+    /// Leases up to `limit` due deliveries of one hook to `node` until `lease_until`.
+    pub async fn claim_deliveries(
+        &self,
+        hook_id: &str,
+        node: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        dispatch!(self.claim_deliveries(hook_id, node, now, lease_until, limit))
+    }
+
+    /// The events of a delivery, in order.
+    pub async fn delivery_events(&self, delivery_id: &str) -> Result<Vec<LogEvent>, StoreError> {
+        dispatch!(self.delivery_events(delivery_id))
+    }
+
+    /// Records an attempt and its outcome, with `events`, and stops the hook if asked (410).
+    pub async fn finish_attempt(
+        &self,
+        attempt: &Attempt,
+        outcome: &AttemptOutcome,
+        events: &[LogEvent],
+        stop_hook: Option<&EventHook>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.finish_attempt(attempt, outcome, events, stop_hook))
+    }
+
+    /// A test delivery carrying its own events (not written to the System Log).
+    pub async fn insert_test_delivery(&self, delivery: &Delivery, events: &[LogEvent]) -> Result<(), StoreError> {
+        dispatch!(self.insert_test_delivery(delivery, events))
+    }
+
+    /// Deliveries of a hook, newest first, before `before_seq` (0 = from the newest).
+    pub async fn list_deliveries(
+        &self,
+        hook_id: &str,
+        status: Option<DeliveryStatus>,
+        before_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Delivery)>, StoreError> {
+        dispatch!(self.list_deliveries(hook_id, status, before_seq, limit))
+    }
+
+    pub async fn get_delivery(&self, hook_id: &str, id: &str) -> Result<Option<(Delivery, Vec<Attempt>)>, StoreError> {
+        dispatch!(self.get_delivery(hook_id, id))
+    }
+
+    /// Queues deliveries again (same `eventId`, attempts counted afresh): one by id, or every
+    /// dead letter of the hook. Returns how many.
+    pub async fn replay_deliveries(&self, hook_id: &str, id: Option<&str>, now: i64) -> Result<u64, StoreError> {
+        dispatch!(self.replay_deliveries(hook_id, id, now))
+    }
+
+    /// Routes System Log events of `[since, until]` that `matches` accepts to `hook_id` again.
+    /// Returns how many were queued.
+    pub async fn backfill<F>(
+        &self,
+        hook_id: &str,
+        since: i64,
+        until: i64,
+        now: i64,
+        matches: F,
+    ) -> Result<u64, StoreError>
+    where
+        F: Fn(&LogEvent) -> bool + Send + Sync,
+    {
+        dispatch!(self.backfill(hook_id, since, until, now, &matches))
+    }
+
+    pub async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
+        dispatch!(self.queue_stats())
     }
 
     // ---- System Log ----

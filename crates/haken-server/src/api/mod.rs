@@ -1,6 +1,7 @@
 //! The management API. One module per resource, each ending in `router()`; this module joins
 //! them, adds authentication and Okta's 404/405 answers.
 
+pub mod event_hooks;
 pub mod groups;
 pub mod listing;
 pub mod logs;
@@ -27,12 +28,14 @@ pub fn router(state: AppState) -> Router {
     let management = Router::new()
         .merge(users::router())
         .merge(groups::router())
+        .merge(event_hooks::router())
         .merge(logs::router())
         .merge(schemas::router())
         .route_layer(from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(management)
         .route("/healthz", get(health))
+        .route("/metrics", get(metrics))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -46,6 +49,17 @@ async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> 
         Err(e) => {
             tracing::error!(error = %e, "Health check failed.");
             Failure(ApiError::new(ErrorCode::ServiceUnavailable)).into_response()
+        }
+    }
+}
+
+/// Prometheus metrics (delivery counters per hook, queue depth and age, attempt latency).
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> axum::response::Response {
+    match &state.metrics {
+        Some(h) => ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response(),
+        None => {
+            Failure(ApiError::with_summary(ErrorCode::ServiceUnavailable, "Metrics are not available in this process"))
+                .into_response()
         }
     }
 }

@@ -6,8 +6,10 @@ mod harness;
 
 mod auth;
 mod binary;
+mod event_hooks;
 mod groups;
 mod logs;
+mod receiver;
 mod sdk;
 mod tidy;
 mod users;

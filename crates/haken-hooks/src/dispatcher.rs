@@ -1,0 +1,316 @@
+//! The delivery engine. Each node runs one dispatcher: it turns routed events into deliveries
+//! (up to 50 events each), claims due deliveries with a lease, sends them with a bounded
+//! number in flight per hook, records every attempt and reschedules or gives up by the hook's
+//! retry policy. All state is in the store, so a node that dies loses nothing: its leases
+//! expire and another node (or the same one, restarted) sends again — at least once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use haken_core::Timestamp;
+use haken_core::hook::{Attempt, AttemptOutcome, EventHook, HookStatus};
+use haken_core::log_event::{EventContext, Target};
+use haken_store::{Claimed, Store};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::client::{OutboundClient, OutboundRequest, SendError};
+use crate::retry::{self, Decision, Failure};
+use crate::{envelope, metrics, signing, verify};
+
+/// Settings of a node's dispatcher.
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    /// Names this node in leases and attempt records.
+    pub node_id: String,
+    /// Base URL for envelope `source`s.
+    pub public_url: String,
+    /// How long a claimed delivery stays ours without an answer.
+    pub lease: Duration,
+    pub max_events_per_delivery: i64,
+    /// Longest sleep between rounds when nothing wakes the dispatcher (retries, expired
+    /// leases and other nodes' work are found by this poll).
+    pub poll_interval: Duration,
+}
+
+impl DispatcherConfig {
+    pub fn new(public_url: impl Into<String>) -> Self {
+        DispatcherConfig {
+            node_id: format!("node-{}", haken_core::id::random_base62(8)),
+            public_url: public_url.into(),
+            lease: Duration::from_secs(60),
+            max_events_per_delivery: 50,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A node's delivery engine.
+pub struct Dispatcher {
+    store: Store,
+    client: OutboundClient,
+    config: DispatcherConfig,
+    in_flight: Mutex<HashMap<String, u32>>,
+    tasks: tokio::sync::Mutex<tokio::task::JoinSet<()>>,
+}
+
+struct Slot<'a> {
+    dispatcher: &'a Dispatcher,
+    hook_id: String,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.dispatcher.in_flight.lock()
+            && let Some(n) = m.get_mut(&self.hook_id)
+        {
+            *n = n.saturating_sub(1);
+        }
+        // A slot came free: look for more work of this hook.
+        self.dispatcher.store.wake();
+    }
+}
+
+impl Dispatcher {
+    pub fn new(store: Store, client: OutboundClient, config: DispatcherConfig) -> Arc<Self> {
+        Arc::new(Dispatcher {
+            store,
+            client,
+            config,
+            in_flight: Mutex::new(HashMap::new()),
+            tasks: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
+        })
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.config.node_id
+    }
+
+    /// Runs until `shutdown` turns true, then waits (bounded) for deliveries in flight.
+    pub fn spawn(self: &Arc<Self>, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        let me = self.clone();
+        if let Some(pool) = me.store.pg_pool().cloned() {
+            let store = me.store.clone();
+            let mut stop = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = listen_for_other_nodes(pool, store) => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+            });
+        }
+        tokio::spawn(async move {
+            tracing::info!(node = %me.config.node_id, "Event hook dispatcher started.");
+            loop {
+                if *shutdown.borrow() {
+                    break;
+                }
+                let wait = match me.round().await {
+                    Ok(next_due) => {
+                        let now = Timestamp::now().millis();
+                        let until_due = next_due.map(|t| Duration::from_millis(u64::try_from(t - now).unwrap_or(0)));
+                        until_due.map_or(me.config.poll_interval, |d| d.min(me.config.poll_interval))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Dispatcher round failed; retrying.");
+                        me.config.poll_interval
+                    }
+                };
+                tokio::select! {
+                    _ = me.store.wait_for_work() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.wait_for(|s| *s) => {}
+                }
+            }
+            let mut tasks = me.tasks.lock().await;
+            let drain = async { while tasks.join_next().await.is_some() {} };
+            if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
+                tracing::warn!(
+                    "Deliveries still in flight at shutdown; their leases will expire and they will be sent again."
+                );
+            }
+            tracing::info!(node = %me.config.node_id, "Event hook dispatcher stopped.");
+        })
+    }
+
+    /// One pass: batch new events, claim what is due within each hook's in-flight bound,
+    /// start sending. Returns the earliest future due time.
+    async fn round(self: &Arc<Self>) -> Result<Option<i64>, haken_store::StoreError> {
+        let now = Timestamp::now().millis();
+        self.store.form_deliveries(now, self.config.max_events_per_delivery).await?;
+        let (due, next) = self.store.due_hooks(now).await?;
+        for hook_id in due {
+            let Some(hook) = self.store.get_event_hook(&hook_id).await? else { continue };
+            let busy = self.in_flight.lock().map(|m| m.get(&hook_id).copied().unwrap_or(0)).unwrap_or(u32::MAX);
+            let room = hook.delivery.max_in_flight.max(1).saturating_sub(busy);
+            if room == 0 {
+                continue;
+            }
+            let lease_until = now + i64::try_from(self.config.lease.as_millis()).unwrap_or(60_000);
+            let claimed =
+                self.store.claim_deliveries(&hook_id, &self.config.node_id, now, lease_until, i64::from(room)).await?;
+            if claimed.is_empty() {
+                continue;
+            }
+            if let Ok(mut m) = self.in_flight.lock() {
+                *m.entry(hook_id.clone()).or_insert(0) += claimed.len() as u32;
+            }
+            let mut tasks = self.tasks.lock().await;
+            while tasks.try_join_next().is_some() {}
+            for c in claimed {
+                let me = self.clone();
+                let hook = hook.clone();
+                tasks.spawn(async move {
+                    let _slot = Slot { dispatcher: &me, hook_id: hook.id.clone() };
+                    if let Err(e) = me.deliver(&hook, c).await {
+                        tracing::warn!(hook_id = %hook.id, error = %e, "Could not record a delivery attempt; its lease will expire and it will be sent again.");
+                    }
+                });
+            }
+        }
+        if let Ok(stats) = self.store.queue_stats().await {
+            let age = stats.oldest_pending.map_or(0.0, |t| ((Timestamp::now().millis() - t).max(0) as f64) / 1000.0);
+            metrics::queue(stats.pending_events, age);
+        }
+        Ok(next)
+    }
+
+    /// Sends one delivery and records the attempt.
+    async fn deliver(&self, hook: &EventHook, claimed: Claimed) -> Result<(), haken_store::StoreError> {
+        let delivery = claimed.delivery;
+        let events = match claimed.inline_events {
+            Some(ev) => ev,
+            None => self.store.delivery_events(&delivery.id).await?,
+        };
+        let source = envelope::source(&self.config.public_url, &hook.id);
+        let body = envelope::body(&delivery, &source, &events);
+        let started = Timestamp::now();
+        let mut headers = verify::hook_headers(hook);
+        headers.push(("Accept".into(), "application/json".into()));
+        headers.push(("Content-Type".into(), "application/json".into()));
+        let live: Vec<&str> = hook.live_secrets(started).map(|s| s.secret.as_str()).collect();
+        headers.extend(signing::headers(live.into_iter(), &delivery.id, started.millis() / 1000, &body));
+        let req = OutboundRequest {
+            method: reqwest::Method::POST,
+            url: hook.uri.clone(),
+            headers,
+            body: Some(body),
+            timeout: Duration::from_millis(hook.delivery.timeout_ms),
+            max_response: 1024,
+        };
+        let result = self.client.send(req).await;
+        let latency_ms = u64::try_from((Timestamp::now().millis() - started.millis()).max(0)).unwrap_or(0);
+        let attempt_no = delivery.attempts + 1;
+        let mut attempt = Attempt {
+            delivery_id: delivery.id.clone(),
+            hook_id: hook.id.clone(),
+            attempt: attempt_no,
+            started,
+            latency_ms,
+            status_code: None,
+            error: None,
+            response_snippet: None,
+            node: self.config.node_id.clone(),
+        };
+        let (failure, retry_after) = match &result {
+            Ok(resp) => {
+                attempt.status_code = Some(resp.status);
+                if !resp.body.is_empty() {
+                    attempt.response_snippet = Some(String::from_utf8_lossy(&resp.body).into_owned());
+                }
+                if (200..300).contains(&resp.status) {
+                    (None, None)
+                } else {
+                    attempt.error = Some(format!("HTTP {}", resp.status));
+                    let ra = retry::parse_retry_after(resp.headers.get("retry-after").and_then(|v| v.to_str().ok()));
+                    (Some(Failure::Status(resp.status)), ra)
+                }
+            }
+            Err(e) => {
+                attempt.error = Some(e.to_string());
+                let f = if matches!(e, SendError::Policy(_)) { Failure::Policy } else { Failure::Transport };
+                (Some(f), None)
+            }
+        };
+        metrics::attempt(&hook.id, latency_ms as f64 / 1000.0, failure.is_none());
+        let now = Timestamp::now();
+        let Some(failure) = failure else {
+            self.store.finish_attempt(&attempt, &AttemptOutcome::Delivered, &[], None).await?;
+            metrics::delivered(&hook.id, events.len() as u64);
+            tracing::debug!(hook_id = %hook.id, delivery_id = %delivery.id, events = events.len(), latency_ms, "Delivered event batch.");
+            return Ok(());
+        };
+        let reason = attempt.error.clone().unwrap_or_default();
+        match retry::decide(hook.delivery.retry_policy, attempt_no, failure, retry_after, now) {
+            Decision::RetryAt(at) => {
+                metrics::retried(&hook.id);
+                tracing::info!(hook_id = %hook.id, delivery_id = %delivery.id, attempt = attempt_no, error = %reason, retry_at = %at, "Delivery failed; retrying later.");
+                self.store.finish_attempt(&attempt, &AttemptOutcome::Retry { at }, &[], None).await
+            }
+            decision => {
+                metrics::failed(&hook.id);
+                let ctx = EventContext::system("event hook delivery");
+                let target = Target {
+                    id: hook.id.clone(),
+                    kind: "EventHook".into(),
+                    alternate_id: None,
+                    display_name: Some(hook.name.clone()),
+                    detail_entry: None,
+                    change_details: None,
+                };
+                let mut events = vec![
+                    ctx.event("event_hook.delivery", "Event hook delivery failed", now)
+                        .with_target(target.clone())
+                        .with_outcome("FAILURE", Some(&truncate(&reason, 255)))
+                        .with_debug("deliveryId", delivery.id.clone().into())
+                        .with_debug("attempts", attempt_no.into()),
+                ];
+                let stop = if decision == Decision::StopHook {
+                    let mut h = hook.clone();
+                    h.status = HookStatus::Inactive;
+                    h.last_updated = now;
+                    events.push(
+                        ctx.event(
+                            "event_hook.deactivated",
+                            "Event hook deactivated: the endpoint answered 410 Gone",
+                            now,
+                        )
+                        .with_target(target),
+                    );
+                    Some(h)
+                } else {
+                    None
+                };
+                tracing::warn!(hook_id = %hook.id, delivery_id = %delivery.id, attempts = attempt_no, error = %reason, "Delivery given up: dead letter.");
+                self.store.finish_attempt(&attempt, &AttemptOutcome::Dead { reason }, &events, stop.as_ref()).await
+            }
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// Wakes this node's dispatcher when another node queues work (PostgreSQL `NOTIFY`).
+async fn listen_for_other_nodes(pool: sqlx_pool::PgPool, store: Store) {
+    loop {
+        match sqlx_pool::PgListener::connect_with(&pool).await {
+            Ok(mut listener) => {
+                if listener.listen("haken_outbox").await.is_ok() {
+                    while listener.recv().await.is_ok() {
+                        store.wake();
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "LISTEN connection failed; relying on polling."),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The PostgreSQL types the listener needs, re-exported by the store.
+mod sqlx_pool {
+    pub use haken_store::pg::{PgListener, PgPool};
+}

@@ -1,0 +1,498 @@
+//! Event hooks end to end: the API, verification, the envelope, filters, retries, dead
+//! letters, replay, backfill, signatures and metrics, against real receivers on 127.0.0.1.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::both;
+use crate::harness::{Backend, TestServer};
+use crate::receiver::{Receiver, Reply};
+
+both!(
+    verification_and_its_failures,
+    envelope_headers_and_signatures,
+    filters_select_events,
+    okta_retry_policy,
+    durable_retries_resume_after_an_outage,
+    gone_stops_the_hook,
+    dead_letters_replay_and_backfill,
+    hook_api_validation_and_secrets,
+    outbox_is_transactional,
+    trigger_and_metrics,
+);
+
+fn hook_body(name: &str, uri: &str, items: &[&str]) -> Value {
+    json!({
+        "name": name,
+        "events": { "type": "EVENT_TYPE", "items": items, "filter": null },
+        "channel": { "type": "HTTP", "version": "1.0.0", "config": {
+            "uri": uri,
+            "headers": [ { "key": "X-Tenant", "value": "emea" } ],
+            "authScheme": { "type": "HEADER", "key": "Authorization", "value": "Bearer s3cret" }
+        } }
+    })
+}
+
+/// Creates and verifies a hook; returns its id.
+async fn ready_hook(s: &TestServer, body: Value) -> String {
+    let created = s.post("/api/v1/eventHooks", body).await;
+    let id = created.ok()["id"].as_str().unwrap_or_default().to_owned();
+    let v = s.post(&format!("/api/v1/eventHooks/{id}/lifecycle/verify"), json!(null)).await;
+    assert_eq!(v.ok()["verificationStatus"], "VERIFIED");
+    id
+}
+
+async fn make_user(s: &TestServer, login: &str) -> String {
+    s.create_user(login, "Ev", "Ent").await["id"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn deliveries(s: &TestServer, hook: &str, status: &str) -> Vec<Value> {
+    s.get(&format!("/api/v1/eventHooks/{hook}/deliveries?status={status}"))
+        .await
+        .ok()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn wait_status(s: &TestServer, hook: &str, status: &str, n: usize, secs: u64) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let d = deliveries(s, hook, status).await;
+        if d.len() >= n {
+            return d;
+        }
+        assert!(std::time::Instant::now() < deadline, "waited for {n} {status} deliveries, have {}", d.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn verification_and_its_failures(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let created = s.post("/api/v1/eventHooks", hook_body("verify", &r.url, &["user.lifecycle.create"])).await;
+    let hook = created.ok().clone();
+    let id = hook["id"].as_str().unwrap_or_default().to_owned();
+    assert!(id.starts_with("who"));
+    assert_eq!(hook["status"], "ACTIVE");
+    assert_eq!(hook["verificationStatus"], "UNVERIFIED");
+
+    // Unverified hooks receive nothing.
+    make_user(&s, "unverified@example.org").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(r.posts().is_empty());
+
+    let verify = format!("/api/v1/eventHooks/{id}/lifecycle/verify");
+    // Wrong echo, not JSON, no property, server errors twice (one retry), then timeouts twice.
+    let failures = [
+        vec![Reply::VerifyBody("{\"verification\":\"nope\"}".into())],
+        vec![Reply::VerifyBody("not json".into())],
+        vec![Reply::VerifyBody("{\"other\":1}".into())],
+        vec![Reply::Status(500), Reply::Status(500)],
+        vec![Reply::Status(404)],
+    ];
+    for script in failures {
+        r.script(script);
+        let a = s.post(&verify, json!(null)).await;
+        a.expect_error(400, "E0000001");
+        assert!(a.causes().iter().any(|c| c.starts_with("channel.config.uri:")), "{:?}", a.causes());
+    }
+    // One 500 then a good echo: the single retry succeeds.
+    r.script([Reply::Status(500)]);
+    let ok = s.post(&verify, json!(null)).await;
+    assert_eq!(ok.ok()["verificationStatus"], "VERIFIED");
+    let gets: Vec<_> = r.requests().into_iter().filter(|q| q.method == "GET").collect();
+    assert_eq!(gets.len(), 8, "5 failures (two of them retried) and a retried success");
+    let last = gets.last().cloned().expect("a GET");
+    assert_eq!(last.header("authorization"), Some("Bearer s3cret"), "the auth header goes with the GET");
+    assert_eq!(last.header("x-tenant"), Some("emea"));
+    assert!(last.header("x-okta-verification-challenge").is_some_and(|c| c.len() >= 32));
+
+    // Connection refused.
+    let dead = Receiver::start().await;
+    let dead_url = dead.url.clone();
+    drop(dead);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let h2 = s.post("/api/v1/eventHooks", hook_body("refused", &dead_url, &["user.lifecycle.create"])).await;
+    let id2 = h2.ok()["id"].as_str().unwrap_or_default().to_owned();
+    s.post(&format!("/api/v1/eventHooks/{id2}/lifecycle/verify"), json!(null)).await.expect_error(400, "E0000001");
+
+    let verified = s.events_of("event_hook.verified").await;
+    assert_eq!(verified.len(), 7, "every verification is logged, failed or not");
+    assert_eq!(verified.iter().filter(|e| e["outcome"]["result"] == "FAILURE").count(), 6);
+
+    // A changed channel needs verifying again.
+    let mut body = hook_body("verify", &format!("{}?v=2", r.url), &["user.lifecycle.create"]);
+    body["channel"]["config"]["authScheme"] = json!({ "type": "HEADER", "key": "Authorization" });
+    let put = s.put(&format!("/api/v1/eventHooks/{id}"), body).await;
+    assert_eq!(put.ok()["verificationStatus"], "UNVERIFIED");
+    s.stop().await;
+}
+
+async fn envelope_headers_and_signatures(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let mut body = hook_body("envelope", &r.url, &["user.lifecycle.create", "group.user_membership.add"]);
+    body["signing"] = json!({ "enabled": true });
+    let created = s.post("/api/v1/eventHooks", body).await;
+    let secret = created.ok()["signing"]["secret"].as_str().unwrap_or_default().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    let id = created.ok()["id"].as_str().unwrap_or_default().to_owned();
+    s.post(&format!("/api/v1/eventHooks/{id}/lifecycle/verify"), json!(null)).await.ok();
+    let got = s.get(&format!("/api/v1/eventHooks/{id}")).await;
+    assert!(got.ok()["signing"].get("secret").is_none(), "the secret is shown once");
+    assert_eq!(got.ok()["signing"]["enabled"], true);
+
+    let uid = make_user(&s, "envelope@example.org").await;
+    let posts = r.wait_posts(10, |p| !p.is_empty()).await;
+    let req = &posts[0];
+    assert_eq!(req.header("content-type"), Some("application/json"));
+    assert_eq!(req.header("accept"), Some("application/json"));
+    assert_eq!(req.header("authorization"), Some("Bearer s3cret"));
+    assert_eq!(req.header("x-tenant"), Some("emea"));
+    let env = req.json();
+    assert_eq!(env["eventType"], "com.okta.event_hook");
+    assert_eq!(env["eventTypeVersion"], "1.0");
+    assert_eq!(env["cloudEventsVersion"], "0.1");
+    assert_eq!(env["contentType"], "application/json");
+    assert_eq!(env["source"], format!("{}/api/v1/eventHooks/{id}", s.base));
+    assert!(env["eventTime"].as_str().is_some_and(|t| t.ends_with('Z')));
+    let event_id = env["eventId"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(event_id.len(), 36);
+    let ev = &env["data"]["events"][0];
+    assert_eq!(ev["eventType"], "user.lifecycle.create");
+    assert_eq!(ev["target"][0]["id"], uid.as_str());
+    assert_eq!(ev["debugContext"]["debugData"]["targetEventHookIds"], id.as_str());
+    // The same event in the System Log has the same uuid.
+    let logged = s.events_of("user.lifecycle.create").await;
+    assert_eq!(logged[0]["uuid"], ev["uuid"]);
+
+    // Standard Webhooks headers verify with the secret over the exact body.
+    assert_eq!(req.header("webhook-id"), Some(event_id.as_str()));
+    let ts: i64 = req.header("webhook-timestamp").and_then(|t| t.parse().ok()).unwrap_or(0);
+    let sig = req.header("webhook-signature").unwrap_or_default().to_owned();
+    assert!(haken_hooks::signing::verify(&secret, &event_id, ts, &req.body, &sig));
+
+    // Rotation: during the overlap both secrets sign.
+    let rotated = s.post(&format!("/api/v1/eventHooks/{id}/signing/rotate"), json!(null)).await;
+    let new_secret = rotated.ok()["signing"]["secret"].as_str().unwrap_or_default().to_owned();
+    assert_ne!(new_secret, secret);
+    make_user(&s, "rotated@example.org").await;
+    let posts = r.wait_posts(10, |p| p.len() >= 2).await;
+    let req = &posts[1];
+    let ts: i64 = req.header("webhook-timestamp").and_then(|t| t.parse().ok()).unwrap_or(0);
+    let sig = req.header("webhook-signature").unwrap_or_default();
+    let eid = req.header("webhook-id").unwrap_or_default();
+    assert!(haken_hooks::signing::verify(&secret, eid, ts, &req.body, sig), "old secret still signs");
+    assert!(haken_hooks::signing::verify(&new_secret, eid, ts, &req.body, sig), "new secret signs");
+    s.stop().await;
+}
+
+async fn filters_select_events(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let mut body = hook_body("sales only", &r.url, &["group.user_membership.add", "user.lifecycle.create"]);
+    body["events"]["filter"] = json!({
+        "type": "EXPRESSION_LANGUAGE",
+        "eventFilterMap": [ { "event": "group.user_membership.add", "condition": { "version": null,
+            "expression": "event.target.?[type eq 'UserGroup' && displayName eq 'Sales'].size() > 0" } } ]
+    });
+    let id = ready_hook(&s, body).await;
+    let got = s.get(&format!("/api/v1/eventHooks/{id}")).await;
+    assert_eq!(got.ok()["events"]["filter"]["eventFilterMap"][0]["condition"]["version"], Value::Null);
+
+    let uid = make_user(&s, "filtered@example.org").await;
+    let sales = s.post("/api/v1/groups", json!({ "profile": { "name": "Sales" } })).await.ok()["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let eng = s.post("/api/v1/groups", json!({ "profile": { "name": "Engineering" } })).await.ok()["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    s.call(Method::PUT, &format!("/api/v1/groups/{eng}/users/{uid}"), None).await;
+    s.call(Method::PUT, &format!("/api/v1/groups/{sales}/users/{uid}"), None).await;
+    let posts = r.wait_posts(10, |p| p.iter().flat_map(|q| q.uuids()).count() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events: Vec<Value> =
+        r.posts().iter().flat_map(|p| p.json()["data"]["events"].as_array().cloned().unwrap_or_default()).collect();
+    let _ = posts;
+    let types: Vec<&str> = events.iter().filter_map(|e| e["eventType"].as_str()).collect();
+    assert_eq!(
+        types,
+        vec!["user.lifecycle.create", "group.user_membership.add"],
+        "unfiltered type passes; only Sales passes the filter"
+    );
+    assert_eq!(events[1]["target"][1]["displayName"], "Sales");
+
+    // A bad expression is refused with its position; a filter on a type not subscribed too.
+    let mut bad = hook_body("bad filter", &r.url, &["group.user_membership.add"]);
+    bad["events"]["filter"] = json!({ "type": "EXPRESSION_LANGUAGE", "eventFilterMap": [
+        { "event": "group.user_membership.add", "condition": { "expression": "event.target.?[type eq 'UserGroup'.size() > 0" } } ] });
+    let a = s.post("/api/v1/eventHooks", bad.clone()).await;
+    a.expect_error(400, "E0000001");
+    assert!(a.causes().iter().any(|c| c.contains("position")), "{:?}", a.causes());
+    bad["events"]["filter"]["eventFilterMap"][0]["event"] = json!("user.lifecycle.create");
+    bad["events"]["filter"]["eventFilterMap"][0]["condition"]["expression"] =
+        json!("event.outcome.result eq 'SUCCESS'");
+    s.post("/api/v1/eventHooks", bad).await.expect_error(400, "E0000001");
+    s.stop().await;
+}
+
+async fn okta_retry_policy(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let mut body = hook_body("okta policy", &r.url, &["user.lifecycle.create"]);
+    body["delivery"] = json!({ "retryPolicy": "okta", "timeoutMs": 500 });
+    let id = ready_hook(&s, body).await;
+
+    // 500, then 500: one retry, then a dead letter.
+    r.script([Reply::Status(500), Reply::Status(500)]);
+    make_user(&s, "okta1@example.org").await;
+    let dead = wait_status(&s, &id, "DEAD", 1, 15).await;
+    assert_eq!(dead[0]["attempts"], 2);
+    // 400: no retry.
+    r.script([Reply::Status(400)]);
+    make_user(&s, "okta2@example.org").await;
+    let dead = wait_status(&s, &id, "DEAD", 2, 15).await;
+    assert_eq!(dead[0]["attempts"], 1);
+    assert_eq!(dead[0]["lastStatusCode"], 400);
+    // A timeout, then success on the retry.
+    r.script([Reply::Slow(Duration::from_millis(1500))]);
+    make_user(&s, "okta3@example.org").await;
+    let ok = wait_status(&s, &id, "DELIVERED", 1, 15).await;
+    assert_eq!(ok[0]["attempts"], 2);
+    let detail =
+        s.get(&format!("/api/v1/eventHooks/{id}/deliveries/{}", ok[0]["id"].as_str().unwrap_or_default())).await;
+    let log = detail.ok()["attemptLog"].as_array().cloned().unwrap_or_default();
+    assert_eq!(log.len(), 2);
+    assert!(log[0]["error"].as_str().is_some_and(|e| e.contains("timed out")), "{log:?}");
+    assert_eq!(log[1]["statusCode"], 200);
+    // A reset connection is retried like a timeout.
+    r.script([Reply::Reset]);
+    make_user(&s, "okta4@example.org").await;
+    let ok = wait_status(&s, &id, "DELIVERED", 2, 15).await;
+    assert_eq!(ok[0]["attempts"], 2);
+    // Every failure after the retry is in the System Log.
+    assert_eq!(s.events_of("event_hook.delivery").await.len(), 2);
+    s.stop().await;
+}
+
+async fn durable_retries_resume_after_an_outage(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let addr = r.addr();
+    let id = ready_hook(&s, hook_body("durable", &r.url, &["user.lifecycle.create"])).await;
+    // 429 with Retry-After: 1 is honoured.
+    r.script([Reply::StatusWith(429, vec![("Retry-After".into(), "1".into())])]);
+    make_user(&s, "ra@example.org").await;
+    let ok = wait_status(&s, &id, "DELIVERED", 1, 10).await;
+    assert_eq!(ok[0]["attempts"], 2);
+    let posts = r.posts();
+    assert_eq!(posts.len(), 2);
+    assert_eq!(posts[0].body, posts[1].body, "a retry resends the identical body");
+
+    // The receiver goes away; events keep being produced; it comes back on the same port.
+    drop(r);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut created = Vec::new();
+    for i in 0..3 {
+        created.push(make_user(&s, &format!("outage{i}@example.org")).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pending = deliveries(&s, &id, "PENDING").await;
+    assert!(!pending.is_empty(), "undelivered events wait, they are not lost");
+    let back = Receiver::start_on(&addr).await;
+    let got = back.wait_posts(20, |p| p.iter().flat_map(|q| q.uuids()).count() >= 3).await;
+    let mut targets: Vec<String> = got
+        .iter()
+        .flat_map(|p| p.json()["data"]["events"].as_array().cloned().unwrap_or_default())
+        .map(|e| e["target"][0]["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    targets.sort();
+    created.sort();
+    assert_eq!(targets, created);
+    s.stop().await;
+}
+
+async fn gone_stops_the_hook(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let id = ready_hook(&s, hook_body("gone", &r.url, &["user.lifecycle.create"])).await;
+    r.script([Reply::Status(410)]);
+    make_user(&s, "gone@example.org").await;
+    wait_status(&s, &id, "DEAD", 1, 10).await;
+    let hook = s.get(&format!("/api/v1/eventHooks/{id}")).await;
+    assert_eq!(hook.ok()["status"], "INACTIVE");
+    assert!(s.events_of("event_hook.deactivated").await.len() == 1);
+    make_user(&s, "after-gone@example.org").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(r.posts().len(), 1, "an inactive hook receives nothing");
+    s.stop().await;
+}
+
+async fn dead_letters_replay_and_backfill(b: Backend) {
+    let s = TestServer::start(b).await;
+    // Events from before the hook existed.
+    make_user(&s, "early1@example.org").await;
+    make_user(&s, "early2@example.org").await;
+    let r = Receiver::start().await;
+    let mut body = hook_body("replay", &r.url, &["user.lifecycle.create"]);
+    body["delivery"] = json!({ "retryPolicy": "okta" });
+    let id = ready_hook(&s, body).await;
+    r.script([Reply::Status(400), Reply::Status(400)]);
+    make_user(&s, "late1@example.org").await;
+    make_user(&s, "late2@example.org").await;
+    let dead = wait_status(&s, &id, "DEAD", 2, 10).await;
+    let first_id = dead[1]["id"].as_str().unwrap_or_default().to_owned();
+    let first_body = r.posts()[0].body.clone();
+
+    let one = s.post(&format!("/api/v1/eventHooks/{id}/deliveries/{first_id}/replay"), json!(null)).await;
+    assert_eq!(one.ok()["status"], "PENDING");
+    wait_status(&s, &id, "DELIVERED", 1, 10).await;
+    let replayed = r.posts().into_iter().find(|p| p.json()["eventId"] == first_id.as_str()).expect("replayed");
+    assert_eq!(replayed.body, first_body, "a replay resends the same eventId and events");
+    let all = s.post(&format!("/api/v1/eventHooks/{id}/deliveries/replay"), json!(null)).await;
+    assert_eq!(all.ok()["replayed"], 1);
+    wait_status(&s, &id, "DELIVERED", 2, 10).await;
+    assert!(deliveries(&s, &id, "DEAD").await.is_empty());
+    s.post(&format!("/api/v1/eventHooks/{id}/deliveries/nope/replay"), json!(null)).await.expect_error(404, "E0000007");
+
+    // Backfill the two early events to the new subscriber.
+    let since = haken_core::Timestamp(haken_core::Timestamp::now().millis() - 600_000).to_rfc3339();
+    let before = r.uuids().len();
+    let bf = s.post(&format!("/api/v1/eventHooks/{id}/backfill"), json!({ "since": since })).await;
+    assert_eq!(bf.ok()["queued"], 4, "all four user.lifecycle.create events in range");
+    r.wait_posts(10, |_| r.uuids().len() >= before + 4).await;
+    let logins: Vec<String> = r
+        .posts()
+        .iter()
+        .flat_map(|p| p.json()["data"]["events"].as_array().cloned().unwrap_or_default())
+        .map(|e| e["target"][0]["alternateId"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(logins.iter().any(|l| l == "early1@example.org"));
+    s.post(&format!("/api/v1/eventHooks/{id}/backfill"), json!({ "since": "yesterday" }))
+        .await
+        .expect_error(400, "E0000001");
+
+    // Delivery log paging.
+    let page = s.get(&format!("/api/v1/eventHooks/{id}/deliveries?limit=1")).await;
+    assert_eq!(page.ok().as_array().map(Vec::len), Some(1));
+    let next = page.next_link().expect("more deliveries");
+    let page2 = s.get(&next).await;
+    assert_ne!(page2.ok()[0]["id"], page.ok()[0]["id"]);
+    s.get(&format!("/api/v1/eventHooks/{id}/deliveries?status=LOST")).await.expect_error(400, "E0000001");
+    s.stop().await;
+}
+
+async fn hook_api_validation_and_secrets(b: Backend) {
+    let s = TestServer::start_with(b, |c| c.insecure_hooks = false).await;
+    let ok_uri = "https://hooks.example.org/okta";
+    let a = s
+        .post("/api/v1/eventHooks", hook_body("strict", "http://hooks.example.org/x", &["user.lifecycle.create"]))
+        .await;
+    a.expect_error(400, "E0000001");
+    assert!(a.causes().iter().any(|c| c.starts_with("channel.config.uri:") && c.contains("https")));
+    for uri in [
+        "https://127.0.0.1/x",
+        "https://10.0.0.8/x",
+        "https://[::1]/x",
+        "https://169.254.169.254/latest",
+        "https://localhost/x",
+    ] {
+        s.post("/api/v1/eventHooks", hook_body("private", uri, &["user.lifecycle.create"]))
+            .await
+            .expect_error(400, "E0000001");
+    }
+    let a = s.post("/api/v1/eventHooks", hook_body("ineligible", ok_uri, &["user.lifecycle.delete.completed"])).await;
+    a.expect_error(400, "E0000001");
+    assert!(a.causes().iter().any(|c| c.contains("eligible")));
+    let many: Vec<&str> = haken_core::catalog::eligible().map(|t| t.name).take(301).collect();
+    s.post("/api/v1/eventHooks", hook_body("too many", ok_uri, &many)).await.expect_error(400, "E0000001");
+    s.post("/api/v1/eventHooks", hook_body("", ok_uri, &["user.lifecycle.create"])).await.expect_error(400, "E0000001");
+    s.post("/api/v1/eventHooks", json!({ "name": "x" })).await.expect_error(400, "E0000001");
+    let mut bad_channel = hook_body("bad channel", ok_uri, &["user.lifecycle.create"]);
+    bad_channel["channel"]["type"] = json!("SMTP");
+    s.post("/api/v1/eventHooks", bad_channel).await.expect_error(400, "E0000001");
+
+    let created = s.post("/api/v1/eventHooks", hook_body("Secretive", ok_uri, &["user.lifecycle.create"])).await;
+    let hook = created.ok().clone();
+    let id = hook["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(hook["channel"]["config"]["authScheme"], json!({ "type": "HEADER", "key": "Authorization" }));
+    assert_eq!(hook["channel"]["config"]["method"], "POST");
+    for text in [
+        created.body.to_string(),
+        s.get("/api/v1/eventHooks").await.body.to_string(),
+        s.get(&format!("/api/v1/eventHooks/{id}")).await.body.to_string(),
+    ] {
+        assert!(!text.contains("s3cret"), "the auth value never comes back");
+    }
+    let events = serde_json::to_string(&s.events().await).unwrap_or_default();
+    assert!(!events.contains("s3cret"), "nor is it logged");
+    s.post("/api/v1/eventHooks", hook_body("secretive", ok_uri, &["user.lifecycle.create"]))
+        .await
+        .expect_error(400, "E0000001");
+
+    // A round-tripped PUT without the secret keeps it.
+    let mut put = hook.clone();
+    put["description"] = json!("now described");
+    assert_eq!(s.put(&format!("/api/v1/eventHooks/{id}"), put).await.ok()["description"], "now described");
+
+    // Delete needs INACTIVE.
+    s.delete(&format!("/api/v1/eventHooks/{id}")).await.expect_error(400, "E0000001");
+    let d = s.post(&format!("/api/v1/eventHooks/{id}/lifecycle/deactivate"), json!(null)).await;
+    assert_eq!(d.ok()["status"], "INACTIVE");
+    assert!(d.ok()["_links"]["activate"]["href"].is_string());
+    assert_eq!(s.delete(&format!("/api/v1/eventHooks/{id}")).await.status.as_u16(), 204);
+    s.get(&format!("/api/v1/eventHooks/{id}")).await.expect_error(404, "E0000007");
+    for t in ["event_hook.created", "event_hook.updated", "event_hook.deactivated", "event_hook.deleted"] {
+        assert_eq!(s.events_of(t).await.len(), 1, "{t}");
+    }
+    s.stop().await;
+}
+
+async fn outbox_is_transactional(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let id = ready_hook(&s, hook_body("tx", &r.url, &["user.lifecycle.create"])).await;
+    make_user(&s, "tx@example.org").await;
+    // A refused change (duplicate login) queues nothing.
+    s.post("/api/v1/users", json!({ "profile": { "login": "TX@example.org", "email": "tx@example.org", "firstName": "T", "lastName": "X" } }))
+        .await
+        .expect_error(400, "E0000001");
+    r.wait_posts(10, |p| !p.is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(r.uuids().len(), 1);
+    let all: Vec<Value> =
+        s.get(&format!("/api/v1/eventHooks/{id}/deliveries")).await.ok().as_array().cloned().unwrap_or_default();
+    assert_eq!(all.len(), 1);
+    s.stop().await;
+}
+
+async fn trigger_and_metrics(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let id = ready_hook(&s, hook_body("trigger", &r.url, &["user.lifecycle.create"])).await;
+    let t =
+        s.post(&format!("/api/v1/eventHooks/{id}/trigger"), json!({ "eventType": "group.user_membership.add" })).await;
+    assert_eq!(t.ok()["delivery"]["kind"], "test");
+    let posts = r.wait_posts(10, |p| !p.is_empty()).await;
+    let ev = &posts[0].json()["data"]["events"][0];
+    assert_eq!(ev["eventType"], "group.user_membership.add");
+    assert_eq!(ev["target"][1]["type"], "UserGroup");
+    assert!(s.events_of("group.user_membership.add").await.is_empty(), "samples do not enter the System Log");
+    s.post(&format!("/api/v1/eventHooks/{id}/trigger"), json!({ "eventType": "no.such.type" }))
+        .await
+        .expect_error(400, "E0000001");
+
+    wait_status(&s, &id, "DELIVERED", 1, 10).await;
+    let m = s.send(Method::GET, "/metrics", None, None, None).await;
+    assert_eq!(m.status.as_u16(), 200);
+    let text = reqwest::get(format!("{}/metrics", s.base)).await.expect("metrics").text().await.unwrap_or_default();
+    assert!(text.contains(&format!("haken_event_hook_deliveries_delivered_total{{hook=\"{id}\"}} 1")), "{text}");
+    assert!(text.contains("haken_event_hook_attempt_duration_seconds_bucket"));
+    assert!(text.contains("haken_event_hook_queue_depth"));
+    s.stop().await;
+}

@@ -1,0 +1,221 @@
+//! A real HTTP receiver on 127.0.0.1 for hook tests: records every request and answers as
+//! scripted — success, any status, slowly, with a reset connection, or by echoing the
+//! verification challenge. Written on raw TCP so it can misbehave in ways a framework won't.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How to answer one request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// Echo a verification challenge on GET, 200 on POST.
+    Ok,
+    Status(u16),
+    /// Status with extra headers (e.g. Retry-After).
+    StatusWith(u16, Vec<(String, String)>),
+    /// Wait, then 200.
+    Slow(Duration),
+    /// Close the connection without answering.
+    Reset,
+    /// Answer the verification GET with this body instead of the echo.
+    VerifyBody(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    #[allow(dead_code)]
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// Event uuids in a delivery body.
+    pub fn uuids(&self) -> Vec<String> {
+        haken_hooks::envelope::event_uuids(&self.json())
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    script: VecDeque<Reply>,
+    seen: Vec<Recorded>,
+}
+
+/// The receiver; stops when dropped.
+pub struct Receiver {
+    pub url: String,
+    shared: Arc<Mutex<Shared>>,
+    task: tokio::task::JoinHandle<()>,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        // Down means down: the listener and every open (pooled) connection go away.
+        self.task.abort();
+        if let Ok(conns) = self.connections.lock() {
+            conns.iter().for_each(tokio::task::AbortHandle::abort);
+        }
+    }
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// Listens on `addr` (a fixed port lets a test bring a receiver back after an outage).
+    pub async fn start_on(addr: &str) -> Receiver {
+        let listener = TcpListener::bind(addr).await.expect("receiver binds");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let s = shared.clone();
+        let connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let conns = connections.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let s = s.clone();
+                let handle = tokio::spawn(async move {
+                    let _ = serve(sock, s).await;
+                });
+                if let Ok(mut c) = conns.lock() {
+                    c.push(handle.abort_handle());
+                }
+            }
+        });
+        Receiver { url, shared, task, connections }
+    }
+
+    pub fn addr(&self) -> String {
+        self.url.trim_start_matches("http://").trim_end_matches("/hook").to_owned()
+    }
+
+    /// Answers the next requests in this order, then with [`Reply::Ok`].
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        if let Ok(mut s) = self.shared.lock() {
+            s.script.extend(replies);
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.lock().map(|s| s.seen.clone()).unwrap_or_default()
+    }
+
+    pub fn posts(&self) -> Vec<Recorded> {
+        self.requests().into_iter().filter(|r| r.method == "POST").collect()
+    }
+
+    /// Waits until `cond` holds for the POSTs received (or panics after `secs`).
+    pub async fn wait_posts(&self, secs: u64, cond: impl Fn(&[Recorded]) -> bool) -> Vec<Recorded> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let posts = self.posts();
+            if cond(&posts) {
+                return posts;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "receiver did not get the expected deliveries; got {}",
+                posts.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// All event uuids received, in arrival order (duplicates kept).
+    pub fn uuids(&self) -> Vec<String> {
+        self.posts().iter().flat_map(Recorded::uuids).collect()
+    }
+}
+
+async fn serve(mut sock: TcpStream, shared: Arc<Mutex<Shared>>) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    loop {
+        // Read one request head.
+        let head_end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = sock.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let request_line = lines.next().unwrap_or_default().to_owned();
+        let mut parts = request_line.split_whitespace();
+        let method = parts.next().unwrap_or_default().to_owned();
+        let path = parts.next().unwrap_or_default().to_owned();
+        let headers: Vec<(String, String)> =
+            lines.filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))).collect();
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let body_start = head_end + 4;
+        while buf.len() < body_start + len {
+            let mut chunk = [0u8; 8192];
+            let n = sock.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let body = buf[body_start..body_start + len].to_vec();
+        buf.drain(..body_start + len);
+        let challenge = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("x-okta-verification-challenge"))
+            .map(|(_, v)| v.clone());
+        let reply = {
+            let Ok(mut s) = shared.lock() else { return Ok(()) };
+            s.seen.push(Recorded { method: method.clone(), path, headers, body });
+            s.script.pop_front().unwrap_or(Reply::Ok)
+        };
+        let (status, extra, body) = match reply {
+            Reply::Reset => return Ok(()),
+            Reply::Slow(d) => {
+                tokio::time::sleep(d).await;
+                (200, Vec::new(), String::new())
+            }
+            Reply::Status(s) => (s, Vec::new(), String::new()),
+            Reply::StatusWith(s, h) => (s, h, String::new()),
+            Reply::VerifyBody(b) => (200, Vec::new(), b),
+            Reply::Ok => match (&method[..], challenge) {
+                ("GET", Some(c)) => (200, Vec::new(), format!("{{\"verification\":\"{c}\"}}")),
+                _ => (200, Vec::new(), String::new()),
+            },
+        };
+        let mut resp =
+            format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: application/json\r\n", body.len());
+        for (k, v) in extra {
+            resp.push_str(&format!("{k}: {v}\r\n"));
+        }
+        resp.push_str("\r\n");
+        resp.push_str(&body);
+        sock.write_all(resp.as_bytes()).await?;
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
