@@ -101,6 +101,15 @@ impl Dispatcher {
             });
         }
         tokio::spawn(async move {
+            // Leases held under this node's id belong to a process that is gone (this is a
+            // restart): take them back now instead of waiting for them to expire.
+            match me.store.release_leases(&me.config.node_id).await {
+                Ok(n) if n > 0 => {
+                    tracing::info!(node = %me.config.node_id, released = n, "Took back deliveries leased before a restart.")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "Could not release this node's old leases; they will expire."),
+            }
             tracing::info!(node = %me.config.node_id, "Event hook dispatcher started.");
             loop {
                 if *shutdown.borrow() {

@@ -54,8 +54,11 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Run the event-hook delivery workers on this node (a node can serve the API only).
     pub workers: bool,
-    /// Names this node in delivery leases and attempt records (default: random).
+    /// Names this node in delivery leases and attempt records. Default: kept in
+    /// `<data-dir>/node-id`, so a restarted node takes back its own leases at once.
     pub node_id: Option<String>,
+    /// How long a node holds a delivery it claimed before others may take it (seconds).
+    pub delivery_lease_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +74,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             workers: true,
             node_id: None,
+            delivery_lease_secs: 60,
         }
     }
 }

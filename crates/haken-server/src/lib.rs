@@ -96,7 +96,13 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
     let outbound = haken_hooks::OutboundClient::new(haken_hooks::UrlPolicy { allow_insecure: config.insecure_hooks })
         .map_err(StartError::Setup)?;
     let workers = config.workers;
-    let node_id = config.node_id.clone();
+    let node_id = match &config.node_id {
+        Some(id) => id.clone(),
+        None => {
+            node_id_of(&config.data_dir).map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?
+        }
+    };
+    let lease = std::time::Duration::from_secs(config.delivery_lease_secs.max(1));
     let state = AppState::new(store.clone(), config, public_url.clone(), outbound.clone(), metrics_handle())
         .await
         .map_err(|e| StartError::Setup(e.to_string()))?;
@@ -104,9 +110,8 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
     let (tx, mut rx) = watch::channel(false);
     let dispatcher = workers.then(|| {
         let mut cfg = haken_hooks::DispatcherConfig::new(public_url.clone());
-        if let Some(id) = node_id {
-            cfg.node_id = id;
-        }
+        cfg.node_id = node_id;
+        cfg.lease = lease;
         haken_hooks::Dispatcher::new(store.clone(), outbound, cfg).spawn(tx.subscribe())
     });
     let task = tokio::spawn(async move {
@@ -163,6 +168,20 @@ async fn prepare_tokens(store: &Store, config: &ServerConfig) -> Result<Option<S
     write_secret_file(&config.data_dir.join("bootstrap-token"), &created.value)
         .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
     Ok(Some(created.value))
+}
+
+/// This node's id, kept in the data directory across restarts.
+fn node_id_of(data_dir: &Path) -> std::io::Result<String> {
+    let path = data_dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_owned());
+        }
+    }
+    let id = format!("node-{}", haken_core::id::random_base62(10));
+    std::fs::write(&path, format!("{id}\n"))?;
+    Ok(id)
 }
 
 fn write_secret_file(path: &Path, value: &str) -> std::io::Result<()> {

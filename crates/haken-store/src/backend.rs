@@ -807,6 +807,16 @@ macro_rules! backend_impl {
                 Ok(out)
             }
 
+            pub(crate) async fn release_leases(&self, node: &str) -> Result<u64, StoreError> {
+                let mut tx = self.begin().await?;
+                let done = sqlx::query("UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 AND status = 'PENDING'")
+                    .bind(node)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected())
+            }
+
             pub(crate) async fn delivery_events(&self, delivery_id: &str) -> Result<Vec<LogEvent>, StoreError> {
                 let rows = sqlx::query(
                     "SELECT l.data FROM outbox o JOIN log_events l ON l.seq = o.event_seq WHERE o.delivery_id = $1 ORDER BY o.seq",

@@ -388,6 +388,11 @@ impl Store {
         dispatch!(self.claim_deliveries(hook_id, node, now, lease_until, limit))
     }
 
+    /// Clears the leases `node` holds (it restarted), so its deliveries can be claimed now.
+    pub async fn release_leases(&self, node: &str) -> Result<u64, StoreError> {
+        dispatch!(self.release_leases(node))
+    }
+
     /// The events of a delivery, in order.
     pub async fn delivery_events(&self, delivery_id: &str) -> Result<Vec<LogEvent>, StoreError> {
         dispatch!(self.delivery_events(delivery_id))

@@ -39,6 +39,22 @@ pub struct ServeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<usize>,
+    /// Serve the API only: no event-hook delivery workers on this node [env HAKEN_WORKERS=false].
+    #[arg(long = "no-workers", action = clap::ArgAction::SetFalse)]
+    #[serde(skip_serializing_if = "is_true")]
+    pub workers: bool,
+    /// Name of this node in delivery leases [default: kept in <data-dir>/node-id; env HAKEN_NODE_ID].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// Seconds a node holds a claimed delivery before others may take it [default: 60; env HAKEN_DELIVERY_LEASE_SECS].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_lease_secs: Option<u64>,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// The flags a store-only command needs.
@@ -54,7 +70,7 @@ pub struct StoreFlags {
 
 impl StoreFlags {
     pub fn into_serve_flags(self) -> ServeFlags {
-        ServeFlags { data_dir: self.data_dir, database_url: self.database_url, ..Default::default() }
+        ServeFlags { data_dir: self.data_dir, database_url: self.database_url, workers: true, ..Default::default() }
     }
 }
 
@@ -67,6 +83,9 @@ const ENV_KEYS: &[&str] = &[
     "bootstrap_token",
     "rate_limit_per_minute",
     "max_body_bytes",
+    "workers",
+    "node_id",
+    "delivery_lease_secs",
 ];
 
 /// Loads the configuration in order of precedence: flags > `HAKEN_*` > file > defaults.
@@ -96,7 +115,7 @@ mod tests {
             )?;
             jail.set_env("HAKEN_DATA_DIR", "/from/env");
             jail.set_env("HAKEN_RATE_LIMIT_PER_MINUTE", "7");
-            let flags = ServeFlags { rate_limit_per_minute: Some(9), ..Default::default() };
+            let flags = ServeFlags { rate_limit_per_minute: Some(9), workers: true, ..Default::default() };
             let cfg = load(Some(Path::new("haken.toml")), &flags).map_err(|e| e.to_string())?;
             assert_eq!(cfg.listen, "127.0.0.1:1000");
             assert_eq!(cfg.data_dir, PathBuf::from("/from/env"));
@@ -109,7 +128,7 @@ mod tests {
     fn unknown_file_keys_are_errors() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("haken.toml", "lisen = \"x\"\n")?;
-            assert!(load(Some(Path::new("haken.toml")), &ServeFlags::default()).is_err());
+            assert!(load(Some(Path::new("haken.toml")), &ServeFlags { workers: true, ..Default::default() }).is_err());
             Ok(())
         });
     }

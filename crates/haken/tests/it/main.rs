@@ -6,6 +6,7 @@ mod harness;
 
 mod auth;
 mod binary;
+mod durability;
 mod event_hooks;
 mod groups;
 mod logs;

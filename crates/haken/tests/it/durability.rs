@@ -1,0 +1,283 @@
+//! Durability of event delivery with the real binary: SIGKILL at random moments while events
+//! are produced and delivered, and three nodes on one PostgreSQL with one killed mid-run.
+//! Afterwards every committed event (the System Log is the record of what committed) must
+//! have reached the receiver at least once; duplicates are counted and reported.
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{TOKEN, pg_admin_url, postgres_available, tempdir::Dir};
+use crate::receiver::Receiver;
+
+const BIN: &str = env!("CARGO_BIN_EXE_haken");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+fn report(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}
+
+/// A `haken serve` process, killed (SIGKILL) and reaped when dropped.
+struct Node {
+    child: Child,
+    base: String,
+}
+
+impl Node {
+    async fn start(port: u16, data_dir: &str, db: Option<&str>, node_id: &str) -> Node {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir", data_dir, "--insecure-hooks"])
+            .args(["--node-id", node_id, "--delivery-lease-secs", "3"])
+            .env("HAKEN_BOOTSTRAP_TOKEN", TOKEN)
+            .env("HAKEN_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(url) = db {
+            cmd.args(["--database-url", url]);
+        }
+        let child = cmd.spawn().expect("haken starts");
+        let node = Node { child, base: format!("http://127.0.0.1:{port}") };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let http = reqwest::Client::new();
+        loop {
+            if http.get(format!("{}/healthz", node.base)).send().await.is_ok_and(|r| r.status().is_success()) {
+                return node;
+            }
+            assert!(Instant::now() < deadline, "node on port {port} did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn api(http: &reqwest::Client, method: reqwest::Method, url: String, body: Option<Value>) -> Option<Value> {
+    let mut req =
+        http.request(method, url).header("Authorization", format!("SSWS {TOKEN}")).timeout(Duration::from_secs(5));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.json().await.ok()
+}
+
+/// Creates a durable hook on `base` for group creations and verifies it.
+async fn subscribe(http: &reqwest::Client, base: &str, receiver: &Receiver) -> String {
+    let body = json!({
+        "name": "durability",
+        "events": { "type": "EVENT_TYPE", "items": ["group.lifecycle.create"], "filter": null },
+        "channel": { "type": "HTTP", "version": "1.0.0", "config": { "uri": receiver.url, "headers": [] } },
+        "delivery": { "retryPolicy": "durable", "timeoutMs": 2000 }
+    });
+    let hook =
+        api(http, reqwest::Method::POST, format!("{base}/api/v1/eventHooks"), Some(body)).await.expect("hook created");
+    let id = hook["id"].as_str().unwrap_or_default().to_owned();
+    api(http, reqwest::Method::POST, format!("{base}/api/v1/eventHooks/{id}/lifecycle/verify"), None)
+        .await
+        .expect("verified");
+    id
+}
+
+/// Keeps creating groups against `bases` (round robin) until `stop`; counts acknowledged ones.
+fn produce(bases: Vec<String>, stop: Arc<AtomicBool>, acked: Arc<AtomicUsize>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let mut i = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            let base = &bases[i % bases.len()];
+            let body = json!({ "profile": { "name": format!("g-{i}-{}", haken_core::id::random_base62(6)) } });
+            if api(&http, reqwest::Method::POST, format!("{base}/api/v1/groups"), Some(body)).await.is_some() {
+                acked.fetch_add(1, Ordering::Relaxed);
+            } else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            i += 1;
+        }
+    })
+}
+
+/// uuids of every committed `group.lifecycle.create` event, from the System Log.
+async fn committed(http: &reqwest::Client, base: &str) -> HashSet<String> {
+    let since = haken_core::Timestamp(haken_core::Timestamp::now().millis() - 3_600_000).to_rfc3339();
+    let until = haken_core::Timestamp(haken_core::Timestamp::now().millis() + 60_000).to_rfc3339();
+    let mut url = format!(
+        "{base}/api/v1/logs?limit=1000&since={since}&until={until}&filter={}",
+        crate::users::urlencode("eventType eq \"group.lifecycle.create\"")
+    );
+    let mut out = HashSet::new();
+    loop {
+        let resp = http.get(&url).header("Authorization", format!("SSWS {TOKEN}")).send().await.expect("logs");
+        let next = resp
+            .headers()
+            .get_all("link")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|l| l.ends_with("rel=\"next\""))
+            .and_then(|l| Some(l[l.find('<')? + 1..l.find('>')?].to_owned()));
+        let page: Vec<Value> = resp.json().await.unwrap_or_default();
+        out.extend(page.iter().filter_map(|e| e["uuid"].as_str().map(str::to_owned)));
+        match next {
+            Some(n) => url = n,
+            None => return out,
+        }
+    }
+}
+
+/// Waits until the receiver has every committed event; returns (committed, received, duplicates).
+async fn settle(http: &reqwest::Client, base: &str, receiver: &Receiver, secs: u64) -> (usize, usize, usize) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let want = committed(http, base).await;
+        let got = receiver.uuids();
+        let unique: HashSet<String> = got.iter().cloned().collect();
+        let missing: Vec<&String> = want.difference(&unique).collect();
+        if missing.is_empty() {
+            return (want.len(), got.len(), got.len() - unique.len());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} committed events never delivered (of {}), e.g. {:?}",
+            missing.len(),
+            want.len(),
+            missing.first()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_loses_nothing_sqlite() {
+    let dir = Dir::new("crash");
+    let data = dir.0.to_str().unwrap_or_default().to_owned();
+    let port = free_port();
+    let receiver = Receiver::start().await;
+    let http = reqwest::Client::new();
+    let mut node = Node::start(port, &data, None, "crash-node").await;
+    subscribe(&http, &node.base, &receiver).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let producer = produce(vec![node.base.clone()], stop.clone(), acked.clone());
+    for kill in 0..10 {
+        let wait = 150 + (rand::random::<u64>() % 600);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        node.kill();
+        node = Node::start(port, &data, None, "crash-node").await;
+        let _ = kill;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = producer.await;
+    let (committed, received, dups) = settle(&http, &node.base, &receiver, 60).await;
+    report(&format!(
+        "crash test (sqlite, 10 SIGKILLs): {committed} committed events, all delivered; {received} received, {dups} duplicates; {} creations acknowledged",
+        acked.load(Ordering::Relaxed)
+    ));
+    assert!(committed >= 20, "the run produced too little to mean anything ({committed})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_loses_nothing_postgres() {
+    if !postgres_available().await {
+        return;
+    }
+    let db = haken_store::scratch::create_database(&pg_admin_url(), "haken_test").await.expect("scratch db");
+    let dir = Dir::new("crash-pg");
+    let data = dir.0.to_str().unwrap_or_default().to_owned();
+    let port = free_port();
+    let receiver = Receiver::start().await;
+    let http = reqwest::Client::new();
+    let mut node = Node::start(port, &data, Some(&db), "crash-pg-node").await;
+    subscribe(&http, &node.base, &receiver).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let producer = produce(vec![node.base.clone()], stop.clone(), acked.clone());
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(150 + (rand::random::<u64>() % 600))).await;
+        node.kill();
+        node = Node::start(port, &data, Some(&db), "crash-pg-node").await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = producer.await;
+    let (committed, received, dups) = settle(&http, &node.base, &receiver, 60).await;
+    report(&format!(
+        "crash test (postgres, 10 SIGKILLs): {committed} committed events, all delivered; {received} received, {dups} duplicates"
+    ));
+    assert!(committed >= 20);
+    drop(node);
+    let _ = haken_store::scratch::drop_database(&pg_admin_url(), &db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_the_work_and_survive_one_dying() {
+    if !postgres_available().await {
+        return;
+    }
+    let db = haken_store::scratch::create_database(&pg_admin_url(), "haken_test").await.expect("scratch db");
+    let dirs: Vec<Dir> = (0..3).map(|i| Dir::new(&format!("node{i}"))).collect();
+    let receiver = Receiver::start().await;
+    let http = reqwest::Client::new();
+    let mut nodes = Vec::new();
+    for (i, d) in dirs.iter().enumerate() {
+        nodes.push(Node::start(free_port(), d.0.to_str().unwrap_or_default(), Some(&db), &format!("node-{i}")).await);
+    }
+    let hook = subscribe(&http, &nodes[0].base, &receiver).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    let producer = produce(bases[..2].to_vec(), stop.clone(), acked.clone());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The third node dies mid-run, with whatever it had claimed.
+    nodes[2].kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = producer.await;
+    let (committed, received, dups) = settle(&http, &bases[0], &receiver, 60).await;
+    // Which nodes delivered: the attempt log names them.
+    let list =
+        api(&http, reqwest::Method::GET, format!("{}/api/v1/eventHooks/{hook}/deliveries?limit=200", bases[0]), None)
+            .await
+            .unwrap_or_default();
+    let mut delivering = HashSet::new();
+    for d in list.as_array().cloned().unwrap_or_default().iter().take(200) {
+        let id = d["id"].as_str().unwrap_or_default();
+        let detail =
+            api(&http, reqwest::Method::GET, format!("{}/api/v1/eventHooks/{hook}/deliveries/{id}", bases[0]), None)
+                .await
+                .unwrap_or_default();
+        for a in detail["attemptLog"].as_array().cloned().unwrap_or_default() {
+            if a["statusCode"] == 200 {
+                delivering.insert(a["node"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    report(&format!(
+        "multi-node test (3 nodes, node-2 killed): {committed} committed events, all delivered; {received} received, {dups} duplicates; delivering nodes {delivering:?}"
+    ));
+    assert!(committed >= 20);
+    assert!(delivering.len() >= 2, "the work is shared between nodes: {delivering:?}");
+    drop(nodes);
+    let _ = haken_store::scratch::drop_database(&pg_admin_url(), &db).await;
+}
