@@ -53,6 +53,8 @@ pub struct Dispatcher {
     config: DispatcherConfig,
     in_flight: Mutex<HashMap<String, u32>>,
     tasks: tokio::sync::Mutex<tokio::task::JoinSet<()>>,
+    /// When the queue gauges were last refreshed (ms).
+    stats_at: std::sync::atomic::AtomicI64,
 }
 
 struct Slot<'a> {
@@ -80,7 +82,19 @@ impl Dispatcher {
             config,
             in_flight: Mutex::new(HashMap::new()),
             tasks: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
+            stats_at: std::sync::atomic::AtomicI64::new(0),
         })
+    }
+
+    /// The queue gauges cost two queries: refresh them at most once a second.
+    fn stats_due(&self) -> bool {
+        let now = Timestamp::now().millis();
+        let last = self.stats_at.load(std::sync::atomic::Ordering::Relaxed);
+        now - last >= 1000
+            && self
+                .stats_at
+                .compare_exchange(last, now, std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed)
+                .is_ok()
     }
 
     pub fn node_id(&self) -> &str {
@@ -178,7 +192,9 @@ impl Dispatcher {
                 });
             }
         }
-        if let Ok(stats) = self.store.queue_stats().await {
+        if self.stats_due()
+            && let Ok(stats) = self.store.queue_stats().await
+        {
             let age = stats.oldest_pending.map_or(0.0, |t| ((Timestamp::now().millis() - t).max(0) as f64) / 1000.0);
             metrics::queue(stats.pending_events, age);
         }

@@ -699,6 +699,10 @@ macro_rules! backend_impl {
             }
 
             pub(crate) async fn form_deliveries(&self, now: i64, max_events: i64) -> Result<usize, StoreError> {
+                // Most rounds find nothing new: ask a reader before taking the write lock.
+                if sqlx::query("SELECT 1 FROM outbox WHERE delivery_id IS NULL LIMIT 1").fetch_optional(&self.read).await?.is_none() {
+                    return Ok(0);
+                }
                 let mut tx = self.begin().await?;
                 let hooks = sqlx::query("SELECT DISTINCT hook_id FROM outbox WHERE delivery_id IS NULL LIMIT 200").fetch_all(&mut *tx).await?;
                 let mut made = 0usize;

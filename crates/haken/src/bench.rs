@@ -9,10 +9,16 @@ use haken_server::ServerConfig;
 use haken_server::config::Secret;
 use serde_json::json;
 
+mod events;
+
+pub use events::EventsBench;
+
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
     /// API write throughput: profile updates per second (each with its System Log event).
     Api(ApiBench),
+    /// Event delivery end to end: API changes in, events out at a receiver on 127.0.0.1.
+    Events(EventsBench),
 }
 
 #[derive(Debug, clap::Args)]
@@ -34,24 +40,25 @@ pub struct ApiBench {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Api(a) => api(a).await,
+        BenchCommand::Events(e) => events::run(e).await,
     }
 }
 
-struct Figures {
-    ops: u64,
-    errors: u64,
-    elapsed: Duration,
-    p50_ms: f64,
-    p99_ms: f64,
+pub(crate) struct Figures {
+    pub(crate) ops: u64,
+    pub(crate) errors: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
 }
 
 impl Figures {
-    fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64()
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -60,7 +67,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Runs `clients` loops for `seconds`, each calling `op(client_index, iteration)`.
-async fn drive<F, Fut>(clients: usize, seconds: u64, op: F) -> Figures
+pub(crate) async fn drive<F, Fut>(clients: usize, seconds: u64, op: F) -> Figures
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,

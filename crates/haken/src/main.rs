@@ -3,6 +3,7 @@
 
 mod bench;
 mod config;
+mod hooks_cli;
 
 use std::process::ExitCode;
 
@@ -46,6 +47,13 @@ enum Command {
     Bench {
         #[command(subcommand)]
         what: bench::BenchCommand,
+    },
+    /// Develop against event hooks: a local receiver, test events, the delivery log, replay.
+    Hooks {
+        #[command(flatten)]
+        api: hooks_cli::ApiFlags,
+        #[command(subcommand)]
+        action: hooks_cli::HooksAction,
     },
 }
 
@@ -94,6 +102,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             token(cfg, action).await
         }
         Command::Bench { what } => bench::run(what).await,
+        Command::Hooks { api, action } => hooks_cli::run(api, action).await,
     }
 }
 

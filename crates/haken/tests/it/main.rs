@@ -6,6 +6,7 @@ mod harness;
 
 mod auth;
 mod binary;
+mod cli_hooks;
 mod durability;
 mod event_hooks;
 mod groups;

@@ -49,6 +49,8 @@ fn crate_layering_holds() {
     for banned in ["axum", "sqlx", "hyper"] {
         assert!(!flows.iter().any(|d| d == banned), "haken-flows must not depend on {banned} directly");
     }
+    let hooks = dependencies("haken-hooks", None);
+    assert!(!hooks.iter().any(|d| d == "axum"), "haken-hooks knows no HTTP routing");
     let server = dependencies("haken-server", Some(1));
     assert!(!server.iter().any(|d| d == "sqlx"), "only haken-store contains SQL");
 }

@@ -1,0 +1,291 @@
+//! `haken bench events`: end-to-end event delivery. A Haken server runs as a child process
+//! (so its CPU time can be read alone) on SQLite or a scratch PostgreSQL database; a receiver
+//! on 127.0.0.1 records when each event arrives; clients make real API changes (profile
+//! updates, one `user.account.update_profile` event each). In the same run, a plain HTTP
+//! client measures the raw request rate the same receiver reaches: the baseline.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+
+use super::{drive, percentile};
+
+#[derive(Debug, clap::Args)]
+pub struct EventsBench {
+    /// Store to measure: sqlite, postgres, or both.
+    #[arg(long, default_value = "sqlite")]
+    backend: String,
+    /// PostgreSQL server to create a scratch database on.
+    #[arg(long, env = "HAKEN_BENCH_PG_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pg_url: String,
+    /// Concurrent API clients.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Pace the changes at this many per second (for latency at a fixed rate); 0 = as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Requests in flight per hook (the hook's delivery.maxInFlight).
+    #[arg(long, default_value_t = 8)]
+    max_in_flight: u32,
+}
+
+#[derive(Default)]
+struct Arrivals {
+    /// uuid → (published ms, received ms)
+    events: HashMap<String, (i64, i64)>,
+    duplicates: u64,
+}
+
+#[derive(Clone)]
+struct Rx {
+    arrivals: Arc<Mutex<Arrivals>>,
+    requests: Arc<AtomicU64>,
+}
+
+async fn receive(State(rx): State<Rx>, headers: HeaderMap, body: axum::body::Bytes) -> (StatusCode, HeaderMap, String) {
+    rx.requests.fetch_add(1, Ordering::Relaxed);
+    let now = haken_core::Timestamp::now().millis();
+    if let Some(c) = headers.get("x-okta-verification-challenge").and_then(|v| v.to_str().ok()) {
+        return (StatusCode::OK, HeaderMap::new(), json!({ "verification": c }).to_string());
+    }
+    if let Ok(v) = serde_json::from_slice::<Value>(&body)
+        && let Some(events) = v.pointer("/data/events").and_then(Value::as_array)
+        && let Ok(mut a) = rx.arrivals.lock()
+    {
+        for e in events {
+            let uuid = e["uuid"].as_str().unwrap_or_default().to_owned();
+            let published = e["published"].as_str().and_then(haken_core::Timestamp::parse).map_or(now, |t| t.millis());
+            if a.events.insert(uuid, (published, now)).is_some() {
+                a.duplicates += 1;
+            }
+        }
+    }
+    (StatusCode::OK, HeaderMap::new(), String::new())
+}
+
+/// CPU time (user + system) of a process, in milliseconds.
+fn cpu_ms(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // Linux reports clock ticks; USER_HZ is 100 on every mainstream configuration.
+    Some((utime + stime) * 10.0)
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_server(dir: &std::path::Path, db: Option<&str>, token: &str) -> anyhow::Result<Server> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let exe = std::env::current_exe().context("finding the haken binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--insecure-hooks"])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--rate-limit-per-minute", &u32::MAX.to_string()])
+        .env("HAKEN_BOOTSTRAP_TOKEN", token)
+        .env("HAKEN_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(url) = db {
+        cmd.args(["--database-url", url]);
+    }
+    let server =
+        Server { child: cmd.spawn().context("starting haken serve")?, base: format!("http://127.0.0.1:{port}") };
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http.get(format!("{}/healthz", server.base)).send().await.is_ok_and(|r| r.status().is_success()) {
+        anyhow::ensure!(Instant::now() < deadline, "the server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(server)
+}
+
+pub async fn run(args: EventsBench) -> anyhow::Result<()> {
+    let backends: Vec<&str> = match args.backend.as_str() {
+        "both" => vec!["sqlite", "postgres"],
+        "sqlite" => vec!["sqlite"],
+        "postgres" => vec!["postgres"],
+        other => anyhow::bail!("unknown backend {other}: use sqlite, postgres or both"),
+    };
+    let mut lines = Vec::new();
+    for backend in backends {
+        lines.push(run_one(&args, backend).await?);
+    }
+    for l in &lines {
+        println!("{l}");
+    }
+    Ok(())
+}
+
+async fn run_one(args: &EventsBench, backend: &str) -> anyhow::Result<String> {
+    // The receiver.
+    let rx = Rx { arrivals: Arc::default(), requests: Arc::default() };
+    let app = axum::Router::new().route("/hook", axum::routing::any(receive)).with_state(rx.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let rx_url = format!("http://{}/hook", listener.local_addr()?);
+    let rx_task = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = std::env::temp_dir().join(format!("haken-bench-events-{}", haken_core::id::random_base62(8)));
+    std::fs::create_dir_all(&dir)?;
+    let scratch = match backend {
+        "postgres" => Some(haken_store::scratch::create_database(&args.pg_url, "haken_bench").await?),
+        _ => None,
+    };
+    let token = format!("bench-{}", haken_core::id::random_base62(24));
+    let server = start_server(&dir, scratch.as_deref(), &token).await?;
+    let base = server.base.clone();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency * 2).build()?;
+    let auth = format!("SSWS {token}");
+
+    // Baseline: a plain client posting a small JSON body to the same receiver.
+    let (c, u) = (client.clone(), rx_url.clone());
+    let baseline = drive(args.concurrency, args.seconds.min(5), move |_, i| {
+        let (c, u) = (c.clone(), u.clone());
+        async move {
+            c.post(u)
+                .json(&json!({ "data": { "events": [] }, "n": i }))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await;
+
+    // The hook and one user per client.
+    let hook = client
+        .post(format!("{base}/api/v1/eventHooks"))
+        .header("Authorization", &auth)
+        .json(&json!({
+            "name": "bench",
+            "events": { "type": "EVENT_TYPE", "items": ["user.account.update_profile"], "filter": null },
+            "channel": { "type": "HTTP", "version": "1.0.0", "config": { "uri": rx_url, "headers": [] } },
+            "delivery": { "retryPolicy": "durable", "maxInFlight": args.max_in_flight }
+        }))
+        .send()
+        .await?
+        .json::<Value>()
+        .await?;
+    let hook_id = hook["id"].as_str().context("hook created")?.to_owned();
+    let v = client
+        .post(format!("{base}/api/v1/eventHooks/{hook_id}/lifecycle/verify"))
+        .header("Authorization", &auth)
+        .send()
+        .await?;
+    anyhow::ensure!(v.status().is_success(), "verification failed: {}", v.text().await.unwrap_or_default());
+    let mut ids = Vec::new();
+    for i in 0..args.concurrency {
+        let login = format!("bench{i}@example.org");
+        let u: Value = client
+            .post(format!("{base}/api/v1/users?activate=false"))
+            .header("Authorization", &auth)
+            .json(&json!({ "profile": { "login": login, "email": login, "firstName": "Bench", "lastName": format!("U{i}") } }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        ids.push(u["id"].as_str().context("user created")?.to_owned());
+    }
+    let ids = Arc::new(ids);
+    if let Ok(mut a) = rx.arrivals.lock() {
+        *a = Arrivals::default();
+    }
+
+    // The load.
+    let cpu_before = cpu_ms(server.child.id()).unwrap_or(0.0);
+    let started = Instant::now();
+    let per_client_interval =
+        (args.rate > 0).then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate as f64));
+    let (c, b, a) = (client.clone(), base.clone(), auth.clone());
+    let writes = drive(args.concurrency, args.seconds, move |ci, i| {
+        let (c, b, a, ids) = (c.clone(), b.clone(), a.clone(), ids.clone());
+        async move {
+            let t = Instant::now();
+            let ok = c
+                .post(format!("{b}/api/v1/users/{}", ids[ci]))
+                .header("Authorization", a)
+                .json(&json!({ "profile": { "nickName": format!("n{i}") } }))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if let Some(iv) = per_client_interval {
+                tokio::time::sleep(iv.saturating_sub(t.elapsed())).await;
+            }
+            ok
+        }
+    })
+    .await;
+    let expected = writes.ops as usize;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = rx.arrivals.lock().map(|a| a.events.len()).unwrap_or(0);
+        if got >= expected || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drained = started.elapsed();
+    let cpu_after = cpu_ms(server.child.id()).unwrap_or(0.0);
+    let (received, dups, mut latencies) = match rx.arrivals.lock() {
+        Ok(a) => (a.events.len(), a.duplicates, a.events.values().map(|(p, r)| (r - p) as f64).collect::<Vec<f64>>()),
+        Err(_) => (0, 0, Vec::new()),
+    };
+    latencies.sort_by(|x, y| x.total_cmp(y));
+    drop(server);
+    rx_task.abort();
+    if let Some(url) = scratch {
+        let _ = haken_store::scratch::drop_database(&args.pg_url, &url).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let events_per_s = received as f64 / drained.as_secs_f64();
+    let cpu_per_event = if received > 0 { (cpu_after - cpu_before) / received as f64 } else { 0.0 };
+    let ratio = events_per_s / baseline.rate().max(1e-9);
+    println!(
+        "{backend}: {} API changes in {:.1} s ({:.0}/s, {} errors); {received} of {expected} events received in {:.1} s = {events_per_s:.0} events/s, {dups} duplicates",
+        writes.ops,
+        writes.elapsed.as_secs_f64(),
+        writes.rate(),
+        writes.errors,
+        drained.as_secs_f64()
+    );
+    println!(
+        "{backend}: commit->receive p50 {:.1} ms, p99 {:.1} ms; server CPU {:.3} ms per delivered event; baseline (plain client -> same receiver) {:.0} req/s",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        cpu_per_event,
+        baseline.rate()
+    );
+    anyhow::ensure!(received >= expected, "events were lost: {received} of {expected} arrived");
+    Ok(format!(
+        "backend={backend} concurrency={} rate={} events/s={events_per_s:.0} p50_ms={:.1} p99_ms={:.1} baseline_req/s={:.0} ratio={ratio:.3} cpu_ms_per_event={cpu_per_event:.3} duplicates={dups}",
+        args.concurrency,
+        if args.rate > 0 { args.rate.to_string() } else { "max".to_owned() },
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        baseline.rate()
+    ))
+}
