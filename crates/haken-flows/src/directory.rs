@@ -164,7 +164,12 @@ pub async fn update_user(
         return Err(ApiError::validation("profile", "The field cannot be left blank"));
     }
     let schema = schema::load(store).await?;
-    let existing = get_user(store, id).await?;
+    // The common case — an id and no password — needs no read before the locked one.
+    let existing = if req.password.is_none() && haken_core::id::looks_like(IdKind::User, id) {
+        None
+    } else {
+        Some(get_user(store, id).await?)
+    };
     let password_hash = match req.password.take() {
         Some(pw) => {
             let login = req
@@ -172,7 +177,8 @@ pub async fn update_user(
                 .as_ref()
                 .and_then(|p| p.get("login"))
                 .and_then(Value::as_str)
-                .unwrap_or(existing.login())
+                .or(existing.as_ref().map(User::login))
+                .unwrap_or_default()
                 .to_owned();
             check_policy(&pw, &login)?;
             Some(hash_password(pw).await?)
@@ -183,7 +189,7 @@ pub async fn update_user(
         Some((q, a)) => Some((q, hash_password(a.to_lowercase()).await?)),
         None => None,
     };
-    let user_id = existing.id.clone();
+    let user_id = existing.map_or_else(|| id.to_owned(), |u| u.id);
     let ctx = ctx.clone();
     store
         .update_user::<FlowError, _>(&user_id, move |mut user| {
