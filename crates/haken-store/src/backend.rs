@@ -117,6 +117,9 @@ macro_rules! backend_impl {
             /// Writes the events and, for each hook that receives one, an outbox row. Returns
             /// whether anything was routed (the caller wakes the dispatcher after commit).
             async fn insert_events(&self, tx: &mut sqlx::Transaction<'static, $db>, events: &[LogEvent]) -> Result<bool, StoreError> {
+                if events.is_empty() {
+                    return Ok(false);
+                }
                 let router = self.hooks.router.get();
                 if let Some(router) = router {
                     let row = sqlx::query("SELECT value FROM settings WHERE key = 'event_hooks_rev'").fetch_optional(&mut **tx).await?;

@@ -62,6 +62,46 @@ pub trait EventRouter: Send + Sync + 'static {
 pub struct HookRuntime {
     router: std::sync::OnceLock<std::sync::Arc<dyn EventRouter>>,
     wake: tokio::sync::Notify,
+    cache: ReadCache,
+}
+
+/// How long a cached read (a setting, a token lookup) is trusted. Changes made through this
+/// process clear it at once; changes by another node or process are seen within this time.
+pub const READ_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[derive(Clone)]
+enum Cached {
+    Setting(Option<String>),
+    Token(Option<ApiToken>),
+}
+
+/// Reads that every request makes (the token, the profile schema) and that rarely change.
+#[derive(Default)]
+struct ReadCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Cached)>>,
+}
+
+impl ReadCache {
+    fn get(&self, key: &str) -> Option<Cached> {
+        let map = self.entries.lock().ok()?;
+        let (at, v) = map.get(key)?;
+        (at.elapsed() < READ_CACHE_TTL).then(|| v.clone())
+    }
+
+    fn put(&self, key: String, v: Cached) {
+        if let Ok(mut map) = self.entries.lock() {
+            if map.len() > 10_000 {
+                map.retain(|_, (at, _)| at.elapsed() < READ_CACHE_TTL);
+            }
+            map.insert(key, (std::time::Instant::now(), v));
+        }
+    }
+
+    fn forget(&self, prefix: &str) {
+        if let Ok(mut map) = self.entries.lock() {
+            map.retain(|k, _| !k.starts_with(prefix));
+        }
+    }
 }
 
 impl std::fmt::Debug for HookRuntime {
@@ -151,12 +191,20 @@ impl Store {
 
     // ---- settings ----
 
+    /// A setting (cached for [`READ_CACHE_TTL`]).
     pub async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
-        dispatch!(self.get_setting(key))
+        let ck = format!("s:{key}");
+        if let Some(Cached::Setting(v)) = self.runtime().cache.get(&ck) {
+            return Ok(v);
+        }
+        let v: Option<String> = dispatch!(self.get_setting(key))?;
+        self.runtime().cache.put(ck, Cached::Setting(v.clone()));
+        Ok(v)
     }
 
     /// Stores `value` under `key` unless a value is there already; returns the value that won.
     pub async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        self.runtime().cache.forget(&format!("s:{key}"));
         dispatch!(self.setting_or_insert(key, value))
     }
 
@@ -166,17 +214,29 @@ impl Store {
         E: From<StoreError> + Send,
         F: FnOnce(Option<Value>) -> Result<Change<Value>, E> + Send,
     {
-        dispatch!(self.update_setting(key, f))
+        let r = dispatch!(self.update_setting(key, f));
+        self.runtime().cache.forget(&format!("s:{key}"));
+        r
     }
 
     // ---- API tokens ----
 
     pub async fn insert_token(&self, token: &ApiToken, events: &[LogEvent]) -> Result<(), StoreError> {
-        dispatch!(self.insert_token(token, events))
+        let r = dispatch!(self.insert_token(token, events));
+        self.runtime().cache.forget("t:");
+        r
     }
 
+    /// A token by the digest of its value (cached for [`READ_CACHE_TTL`], so a revocation made
+    /// by another process or node applies within that time).
     pub async fn token_by_hash(&self, hash: &str) -> Result<Option<ApiToken>, StoreError> {
-        dispatch!(self.token_by_hash(hash))
+        let ck = format!("t:{hash}");
+        if let Some(Cached::Token(t)) = self.runtime().cache.get(&ck) {
+            return Ok(t);
+        }
+        let t: Option<ApiToken> = dispatch!(self.token_by_hash(hash))?;
+        self.runtime().cache.put(ck, Cached::Token(t.clone()));
+        Ok(t)
     }
 
     pub async fn list_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
@@ -185,7 +245,9 @@ impl Store {
 
     /// Writes the token as given (last use, revocation) with its events.
     pub async fn update_token(&self, token: &ApiToken, events: &[LogEvent]) -> Result<(), StoreError> {
-        dispatch!(self.update_token(token, events))
+        let r = dispatch!(self.update_token(token, events));
+        self.runtime().cache.forget("t:");
+        r
     }
 
     // ---- users ----

@@ -213,6 +213,7 @@ async fn run_one(args: &EventsBench, backend: &str) -> anyhow::Result<String> {
     if let Ok(mut a) = rx.arrivals.lock() {
         *a = Arrivals::default();
     }
+    let requests_before = rx.requests.load(Ordering::Relaxed);
 
     // The load.
     let cpu_before = cpu_ms(server.child.id()).unwrap_or(0.0);
@@ -248,6 +249,7 @@ async fn run_one(args: &EventsBench, backend: &str) -> anyhow::Result<String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let drained = started.elapsed();
+    let deliveries = rx.requests.load(Ordering::Relaxed) - requests_before;
     let cpu_after = cpu_ms(server.child.id()).unwrap_or(0.0);
     let (received, dups, mut latencies) = match rx.arrivals.lock() {
         Ok(a) => (a.events.len(), a.duplicates, a.events.values().map(|(p, r)| (r - p) as f64).collect::<Vec<f64>>()),
@@ -273,7 +275,8 @@ async fn run_one(args: &EventsBench, backend: &str) -> anyhow::Result<String> {
         drained.as_secs_f64()
     );
     println!(
-        "{backend}: commit->receive p50 {:.1} ms, p99 {:.1} ms; server CPU {:.3} ms per delivered event; baseline (plain client -> same receiver) {:.0} req/s",
+        "{backend}: {deliveries} delivery requests ({:.1} events each); commit->receive p50 {:.1} ms, p99 {:.1} ms; server CPU {:.3} ms per delivered event; baseline (plain client -> same receiver) {:.0} req/s",
+        received as f64 / deliveries.max(1) as f64,
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         cpu_per_event,
