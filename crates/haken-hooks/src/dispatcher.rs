@@ -161,35 +161,32 @@ impl Dispatcher {
     /// start sending. Returns the earliest future due time.
     async fn round(self: &Arc<Self>) -> Result<Option<i64>, haken_store::StoreError> {
         let now = Timestamp::now().millis();
-        self.store.form_deliveries(now, self.config.max_events_per_delivery).await?;
-        let (due, next) = self.store.due_hooks(now).await?;
-        for hook_id in due {
-            let Some(hook) = self.store.get_event_hook(&hook_id).await? else { continue };
-            let busy = self.in_flight.lock().map(|m| m.get(&hook_id).copied().unwrap_or(0)).unwrap_or(u32::MAX);
-            let room = hook.delivery.max_in_flight.max(1).saturating_sub(busy);
-            if room == 0 {
-                continue;
-            }
-            let lease_until = now + i64::try_from(self.config.lease.as_millis()).unwrap_or(60_000);
-            let claimed =
-                self.store.claim_deliveries(&hook_id, &self.config.node_id, now, lease_until, i64::from(room)).await?;
-            if claimed.is_empty() {
-                continue;
-            }
-            if let Ok(mut m) = self.in_flight.lock() {
-                *m.entry(hook_id.clone()).or_insert(0) += claimed.len() as u32;
-            }
+        let lease_until = now + i64::try_from(self.config.lease.as_millis()).unwrap_or(60_000);
+        let busy: HashMap<String, u32> = self.in_flight.lock().map(|m| m.clone()).unwrap_or_default();
+        let round = self
+            .store
+            .dispatch_round(now, self.config.max_events_per_delivery, &self.config.node_id, lease_until, move |hook| {
+                hook.delivery.max_in_flight.max(1).saturating_sub(busy.get(&hook.id).copied().unwrap_or(0))
+            })
+            .await?;
+        let next = round.next_due;
+        if !round.claimed.is_empty() {
             let mut tasks = self.tasks.lock().await;
             while tasks.try_join_next().is_some() {}
-            for c in claimed {
-                let me = self.clone();
-                let hook = hook.clone();
-                tasks.spawn(async move {
-                    let _slot = Slot { dispatcher: &me, hook_id: hook.id.clone() };
-                    if let Err(e) = me.deliver(&hook, c).await {
-                        tracing::warn!(hook_id = %hook.id, error = %e, "Could not record a delivery attempt; its lease will expire and it will be sent again.");
-                    }
-                });
+            for (hook, claimed) in round.claimed {
+                if let Ok(mut m) = self.in_flight.lock() {
+                    *m.entry(hook.id.clone()).or_insert(0) += claimed.len() as u32;
+                }
+                for c in claimed {
+                    let me = self.clone();
+                    let hook = hook.clone();
+                    tasks.spawn(async move {
+                        let _slot = Slot { dispatcher: &me, hook_id: hook.id.clone() };
+                        if let Err(e) = me.deliver(&hook, c).await {
+                            tracing::warn!(hook_id = %hook.id, error = %e, "Could not record a delivery attempt; its lease will expire and it will be sent again.");
+                        }
+                    });
+                }
             }
         }
         if self.stats_due()

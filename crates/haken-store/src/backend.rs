@@ -14,7 +14,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{QueryBuilder, Row};
 
 use crate::{
-    Change, Claimed, HookRuntime, LogCursor, LogQuery, QueueStats, StoreError, StoreOptions, UserQuery, decode, encode,
+    Change, Claimed, DispatchRound, HookRuntime, LogCursor, LogQuery, QueueStats, StoreError, StoreOptions, UserQuery,
+    decode, encode,
 };
 
 /// Embedded SQLite: a one-connection pool serialises writers (so commit order is `seq` order
@@ -701,13 +702,8 @@ macro_rules! backend_impl {
                 })
             }
 
-            pub(crate) async fn form_deliveries(&self, now: i64, max_events: i64) -> Result<usize, StoreError> {
-                // Most rounds find nothing new: ask a reader before taking the write lock.
-                if sqlx::query("SELECT 1 FROM outbox WHERE delivery_id IS NULL LIMIT 1").fetch_optional(&self.read).await?.is_none() {
-                    return Ok(0);
-                }
-                let mut tx = self.begin().await?;
-                let hooks = sqlx::query("SELECT DISTINCT hook_id FROM outbox WHERE delivery_id IS NULL LIMIT 200").fetch_all(&mut *tx).await?;
+            async fn form_in(tx: &mut sqlx::Transaction<'static, $db>, now: i64, max_events: i64) -> Result<usize, StoreError> {
+                let hooks = sqlx::query("SELECT DISTINCT hook_id FROM outbox WHERE delivery_id IS NULL LIMIT 200").fetch_all(&mut **tx).await?;
                 let mut made = 0usize;
                 for h in hooks {
                     let hook_id: String = h.try_get(0)?;
@@ -719,7 +715,7 @@ macro_rules! backend_impl {
                         ))
                         .bind(&hook_id)
                         .bind(max_events)
-                        .fetch_all(&mut *tx)
+                        .fetch_all(&mut **tx)
                         .await?;
                         if rows.is_empty() {
                             break;
@@ -734,7 +730,7 @@ macro_rules! backend_impl {
                         .bind(&hook_id)
                         .bind(seqs.len() as i64)
                         .bind(now)
-                        .execute(&mut *tx)
+                        .execute(&mut **tx)
                         .await?;
                         let mut b: QueryBuilder<$db> = QueryBuilder::new("UPDATE outbox SET delivery_id = ");
                         b.push_bind(id).push(" WHERE seq IN (");
@@ -743,15 +739,92 @@ macro_rules! backend_impl {
                             sep.push_bind(*s);
                         }
                         b.push(")");
-                        b.build().execute(&mut *tx).await?;
+                        b.build().execute(&mut **tx).await?;
                         made += 1;
                         if (seqs.len() as i64) < max_events {
                             break;
                         }
                     }
                 }
-                tx.commit().await?;
                 Ok(made)
+            }
+
+            /// One dispatcher round in one write transaction: form deliveries from new routed
+            /// events, then lease, per hook with room, the deliveries due now.
+            pub(crate) async fn dispatch_round(
+                &self,
+                now: i64,
+                max_events: i64,
+                node: &str,
+                lease_until: i64,
+                room: &(dyn Fn(&EventHook) -> u32 + Send + Sync),
+            ) -> Result<DispatchRound, StoreError> {
+                let unbatched = sqlx::query("SELECT 1 FROM outbox WHERE delivery_id IS NULL LIMIT 1").fetch_optional(&self.read).await?.is_some();
+                if !unbatched {
+                    let (due, next) = self.due_hooks(now).await?;
+                    if due.is_empty() {
+                        return Ok(DispatchRound { claimed: Vec::new(), next_due: next });
+                    }
+                }
+                let mut tx = self.begin().await?;
+                if unbatched {
+                    Self::form_in(&mut tx, now, max_events).await?;
+                }
+                let rows = sqlx::query(
+                    "SELECT d.hook_id, MIN(d.next_attempt_at) FROM deliveries d JOIN event_hooks h ON h.id = d.hook_id \
+                     WHERE d.status = 'PENDING' AND h.receives = 1 AND (d.lease_until IS NULL OR d.lease_until < $1) \
+                     GROUP BY d.hook_id",
+                )
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut out = DispatchRound::default();
+                for r in rows {
+                    let hook_id: String = r.try_get(0)?;
+                    let at: i64 = r.try_get(1)?;
+                    if at > now {
+                        out.next_due = Some(out.next_due.map_or(at, |n: i64| n.min(at)));
+                        continue;
+                    }
+                    let Some(row) = sqlx::query("SELECT data FROM event_hooks WHERE id = $1").bind(&hook_id).fetch_optional(&mut *tx).await? else {
+                        continue;
+                    };
+                    let hook: EventHook = decode(&row.try_get::<String, _>(0)?)?;
+                    let limit = room(&hook);
+                    if limit == 0 {
+                        continue;
+                    }
+                    let ids = sqlx::query(concat!(
+                        "SELECT id FROM deliveries WHERE hook_id = $1 AND status = 'PENDING' AND next_attempt_at <= $2 \
+                         AND (lease_until IS NULL OR lease_until < $2) ORDER BY next_attempt_at, seq LIMIT $3",
+                        $skip
+                    ))
+                    .bind(&hook_id)
+                    .bind(now)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    if ids.is_empty() {
+                        continue;
+                    }
+                    let mut b: QueryBuilder<$db> = QueryBuilder::new("UPDATE deliveries SET lease_owner = ");
+                    b.push_bind(node.to_owned()).push(", lease_until = ").push_bind(lease_until).push(" WHERE id IN (");
+                    let mut sep = b.separated(", ");
+                    for r in &ids {
+                        sep.push_bind(r.try_get::<String, _>(0)?);
+                    }
+                    b.push(") RETURNING *");
+                    let leased = b.build().fetch_all(&mut *tx).await?;
+                    let mut claimed = Vec::with_capacity(leased.len());
+                    for r in &leased {
+                        let inline: Option<String> = r.try_get("inline_events")?;
+                        claimed.push(Claimed { delivery: Self::delivery_from_row(r)?, inline_events: inline.map(|s| decode(&s)).transpose()? });
+                    }
+                    claimed.sort_by_key(|c| (c.delivery.next_attempt_at, c.delivery.created));
+                    out.claimed.push((hook, claimed));
+                }
+                tx.commit().await?;
+                Ok(out)
             }
 
             pub(crate) async fn due_hooks(&self, now: i64) -> Result<(Vec<String>, Option<i64>), StoreError> {
@@ -775,43 +848,6 @@ macro_rules! backend_impl {
                     }
                 }
                 Ok((due, next))
-            }
-
-            pub(crate) async fn claim_deliveries(&self, hook_id: &str, node: &str, now: i64, lease_until: i64, limit: i64) -> Result<Vec<Claimed>, StoreError> {
-                let mut tx = self.begin().await?;
-                let rows = sqlx::query(concat!(
-                    "SELECT id FROM deliveries WHERE hook_id = $1 AND status = 'PENDING' AND next_attempt_at <= $2 \
-                     AND (lease_until IS NULL OR lease_until < $2) ORDER BY next_attempt_at, seq LIMIT $3",
-                    $skip
-                ))
-                .bind(hook_id)
-                .bind(now)
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await?;
-                if rows.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let ids = rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<Vec<_>, _>>()?;
-                let mut b: QueryBuilder<$db> = QueryBuilder::new("UPDATE deliveries SET lease_owner = ");
-                b.push_bind(node.to_owned()).push(", lease_until = ").push_bind(lease_until).push(" WHERE id IN (");
-                let mut sep = b.separated(", ");
-                for id in &ids {
-                    sep.push_bind(id.clone());
-                }
-                b.push(") RETURNING *");
-                let claimed = b.build().fetch_all(&mut *tx).await?;
-                tx.commit().await?;
-                let mut out = Vec::with_capacity(claimed.len());
-                for r in &claimed {
-                    let inline: Option<String> = r.try_get("inline_events")?;
-                    out.push(Claimed {
-                        delivery: Self::delivery_from_row(r)?,
-                        inline_events: inline.map(|s| decode(&s)).transpose()?,
-                    });
-                }
-                out.sort_by_key(|c| (c.delivery.next_attempt_at, c.delivery.created));
-                Ok(out)
             }
 
             pub(crate) async fn release_leases(&self, node: &str) -> Result<u64, StoreError> {

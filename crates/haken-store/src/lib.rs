@@ -118,6 +118,14 @@ pub struct Claimed {
     pub inline_events: Option<Vec<LogEvent>>,
 }
 
+/// What one dispatcher round leased, per hook, and when the next delivery falls due.
+#[derive(Debug, Clone, Default)]
+pub struct DispatchRound {
+    pub claimed: Vec<(EventHook, Vec<Claimed>)>,
+    /// Earliest future `next_attempt_at` (ms) of deliveries not due yet.
+    pub next_due: Option<i64>,
+}
+
 /// Backlog figures for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QueueStats {
@@ -427,27 +435,25 @@ impl Store {
         dispatch!(self.delete_event_hook(id, f))
     }
 
-    /// Puts routed events that are in no delivery yet into deliveries of at most `max_events`
-    /// each, per hook. Returns how many deliveries were made.
-    pub async fn form_deliveries(&self, now: i64, max_events: i64) -> Result<usize, StoreError> {
-        dispatch!(self.form_deliveries(now, max_events))
+    /// Forms deliveries from newly routed events and leases, for each hook with room (`room`
+    /// says how many more it may have in flight), the deliveries due now — in one transaction.
+    pub async fn dispatch_round<F>(
+        &self,
+        now: i64,
+        max_events: i64,
+        node: &str,
+        lease_until: i64,
+        room: F,
+    ) -> Result<DispatchRound, StoreError>
+    where
+        F: Fn(&EventHook) -> u32 + Send + Sync,
+    {
+        dispatch!(self.dispatch_round(now, max_events, node, lease_until, &room))
     }
 
     /// Hooks with deliveries due now, and the earliest due time of the rest (ms).
     pub async fn due_hooks(&self, now: i64) -> Result<(Vec<String>, Option<i64>), StoreError> {
         dispatch!(self.due_hooks(now))
-    }
-
-    /// Leases up to `limit` due deliveries of one hook to `node` until `lease_until`.
-    pub async fn claim_deliveries(
-        &self,
-        hook_id: &str,
-        node: &str,
-        now: i64,
-        lease_until: i64,
-        limit: i64,
-    ) -> Result<Vec<Claimed>, StoreError> {
-        dispatch!(self.claim_deliveries(hook_id, node, now, lease_until, limit))
     }
 
     /// Clears the leases `node` holds (it restarted), so its deliveries can be claimed now.
