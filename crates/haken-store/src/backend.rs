@@ -24,6 +24,8 @@ use crate::{
 pub struct SqliteBackend {
     write: SqlitePool,
     read: SqlitePool,
+    /// Readers reserved for the delivery engine, so API load cannot starve it.
+    work: SqlitePool,
     pub(crate) hooks: Arc<HookRuntime>,
 }
 
@@ -32,6 +34,8 @@ pub struct SqliteBackend {
 pub struct PgBackend {
     write: PgPool,
     read: PgPool,
+    /// Connections reserved for the delivery engine, so API load cannot starve it.
+    work: PgPool,
     pub(crate) hooks: Arc<HookRuntime>,
 }
 
@@ -57,9 +61,14 @@ impl SqliteBackend {
         let read = SqlitePoolOptions::new()
             .max_connections(opts.max_connections.max(1))
             .acquire_timeout(opts.acquire_timeout)
+            .connect_with(base.clone().read_only(true))
+            .await?;
+        let work = SqlitePoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(opts.acquire_timeout)
             .connect_with(base.read_only(true))
             .await?;
-        Ok(SqliteBackend { write, read, hooks: Arc::default() })
+        Ok(SqliteBackend { write, read, work, hooks: Arc::default() })
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
@@ -68,7 +77,13 @@ impl SqliteBackend {
         Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// The delivery engine's writes share the single writer (SQLite has one).
+    async fn begin_work(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        self.begin().await
+    }
+
     pub(crate) async fn close(&self) {
+        self.work.close().await;
         self.read.close().await;
         self.write.close().await;
     }
@@ -88,14 +103,21 @@ impl PgBackend {
         sqlx::query("SELECT pg_advisory_unlock(727274001)").execute(&mut *conn).await?;
         migrated?;
         drop(conn);
-        Ok(PgBackend { write: pool.clone(), read: pool, hooks: Arc::default() })
+        let work =
+            PgPoolOptions::new().max_connections(4).acquire_timeout(opts.acquire_timeout).connect(&opts.url).await?;
+        Ok(PgBackend { write: pool.clone(), read: pool, work, hooks: Arc::default() })
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
         Ok(self.write.begin().await?)
     }
 
+    async fn begin_work(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        Ok(self.work.begin().await?)
+    }
+
     pub(crate) async fn close(&self) {
+        self.work.close().await;
         self.write.close().await;
     }
 
@@ -759,14 +781,14 @@ macro_rules! backend_impl {
                 lease_until: i64,
                 room: &(dyn Fn(&EventHook) -> u32 + Send + Sync),
             ) -> Result<DispatchRound, StoreError> {
-                let unbatched = sqlx::query("SELECT 1 FROM outbox WHERE delivery_id IS NULL LIMIT 1").fetch_optional(&self.read).await?.is_some();
+                let unbatched = sqlx::query("SELECT 1 FROM outbox WHERE delivery_id IS NULL LIMIT 1").fetch_optional(&self.work).await?.is_some();
                 if !unbatched {
                     let (due, next) = self.due_hooks(now).await?;
                     if due.is_empty() {
                         return Ok(DispatchRound { claimed: Vec::new(), next_due: next });
                     }
                 }
-                let mut tx = self.begin().await?;
+                let mut tx = self.begin_work().await?;
                 if unbatched {
                     Self::form_in(&mut tx, now, max_events).await?;
                 }
@@ -834,7 +856,7 @@ macro_rules! backend_impl {
                      GROUP BY d.hook_id",
                 )
                 .bind(now)
-                .fetch_all(&self.read)
+                .fetch_all(&self.work)
                 .await?;
                 let mut due = Vec::new();
                 let mut next: Option<i64> = None;
@@ -851,7 +873,7 @@ macro_rules! backend_impl {
             }
 
             pub(crate) async fn release_leases(&self, node: &str) -> Result<u64, StoreError> {
-                let mut tx = self.begin().await?;
+                let mut tx = self.begin_work().await?;
                 let done = sqlx::query("UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 AND status = 'PENDING'")
                     .bind(node)
                     .execute(&mut *tx)
@@ -865,13 +887,13 @@ macro_rules! backend_impl {
                     "SELECT l.data FROM outbox o JOIN log_events l ON l.seq = o.event_seq WHERE o.delivery_id = $1 ORDER BY o.seq",
                 )
                 .bind(delivery_id)
-                .fetch_all(&self.read)
+                .fetch_all(&self.work)
                 .await?;
                 rows.iter().map(|r| decode(&r.try_get::<String, _>(0)?)).collect()
             }
 
             pub(crate) async fn finish_attempt(&self, a: &Attempt, outcome: &AttemptOutcome, events: &[LogEvent], stop_hook: Option<&EventHook>) -> Result<(), StoreError> {
-                let mut tx = self.begin().await?;
+                let mut tx = self.begin_work().await?;
                 sqlx::query(
                     "INSERT INTO delivery_attempts (delivery_id, hook_id, attempt, started, latency_ms, status_code, error, response_snippet, node) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -1053,9 +1075,9 @@ macro_rules! backend_impl {
             }
 
             pub(crate) async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
-                let a = sqlx::query("SELECT COUNT(*), MIN(created) FROM outbox WHERE delivery_id IS NULL").fetch_one(&self.read).await?;
+                let a = sqlx::query("SELECT COUNT(*), MIN(created) FROM outbox WHERE delivery_id IS NULL").fetch_one(&self.work).await?;
                 let b = sqlx::query("SELECT CAST(COALESCE(SUM(event_count), 0) AS BIGINT), MIN(created) FROM deliveries WHERE status = 'PENDING'")
-                    .fetch_one(&self.read)
+                    .fetch_one(&self.work)
                     .await?;
                 let oldest = [a.try_get::<Option<i64>, _>(1)?, b.try_get::<Option<i64>, _>(1)?].into_iter().flatten().min();
                 Ok(QueueStats { pending_events: a.try_get::<i64, _>(0)? + b.try_get::<i64, _>(0)?, oldest_pending: oldest })
