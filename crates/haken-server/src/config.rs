@@ -59,6 +59,12 @@ pub struct ServerConfig {
     pub node_id: Option<String>,
     /// How long a node holds a delivery it claimed before others may take it (seconds).
     pub delivery_lease_secs: u64,
+    /// Delivered deliveries (and their attempt log) are kept this many days. Dead letters are
+    /// kept until replayed.
+    pub delivery_retention_days: u64,
+    /// System Log events are kept this many days (Okta answers 90), unless an undelivered
+    /// delivery still needs them.
+    pub log_retention_days: u64,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +81,8 @@ impl Default for ServerConfig {
             workers: true,
             node_id: None,
             delivery_lease_secs: 60,
+            delivery_retention_days: 7,
+            log_retention_days: 90,
         }
     }
 }

@@ -103,6 +103,8 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         }
     };
     let lease = std::time::Duration::from_secs(config.delivery_lease_secs.max(1));
+    let delivery_retention_days = config.delivery_retention_days;
+    let log_retention_days = config.log_retention_days;
     let state = AppState::new(store.clone(), config, public_url.clone(), outbound.clone(), metrics_handle())
         .await
         .map_err(|e| StartError::Setup(e.to_string()))?;
@@ -114,6 +116,9 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         cfg.lease = lease;
         haken_hooks::Dispatcher::new(store.clone(), outbound, cfg).spawn(tx.subscribe())
     });
+    if workers {
+        spawn_retention(store.clone(), delivery_retention_days, log_retention_days, tx.subscribe());
+    }
     let task = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
@@ -168,6 +173,31 @@ async fn prepare_tokens(store: &Store, config: &ServerConfig) -> Result<Option<S
     write_secret_file(&config.data_dir.join("bootstrap-token"), &created.value)
         .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
     Ok(Some(created.value))
+}
+
+/// The retention task: hourly (first a minute after start), drops delivered deliveries and
+/// old System Log events as configured. Any node may run it; the deletes are idempotent.
+fn spawn_retention(store: Store, delivery_days: u64, log_days: u64, mut stop: watch::Receiver<bool>) {
+    const DAY_MS: i64 = 24 * 3600 * 1000;
+    tokio::spawn(async move {
+        let mut wait = std::time::Duration::from_secs(60);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            wait = std::time::Duration::from_secs(3600);
+            let now = Timestamp::now().millis();
+            let days = |d: u64| i64::try_from(d).unwrap_or(i64::MAX / DAY_MS).saturating_mul(DAY_MS);
+            match store.purge(now - days(delivery_days), now - days(log_days)).await {
+                Ok((0, 0)) => {}
+                Ok((deliveries, events)) => {
+                    tracing::info!(deliveries, events, "Retention removed old deliveries and System Log events.")
+                }
+                Err(e) => tracing::warn!(error = %e, "Retention run failed; it will run again."),
+            }
+        }
+    });
 }
 
 /// This node's id, kept in the data directory across restarts.

@@ -1074,6 +1074,56 @@ macro_rules! backend_impl {
                 Ok(queued)
             }
 
+            pub(crate) async fn purge(&self, delivered_before: i64, logs_before: i64) -> Result<(u64, u64), StoreError> {
+                let mut deliveries = 0u64;
+                loop {
+                    let mut tx = self.begin_work().await?;
+                    let ids = sqlx::query("SELECT id FROM deliveries WHERE status = 'DELIVERED' AND created < $1 LIMIT 1000")
+                        .bind(delivered_before)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    if ids.is_empty() {
+                        tx.commit().await?;
+                        break;
+                    }
+                    let ids = ids.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<Vec<_>, _>>()?;
+                    for table in ["delivery_attempts", "outbox"] {
+                        let mut b: QueryBuilder<$db> = QueryBuilder::new(format!("DELETE FROM {table} WHERE delivery_id IN ("));
+                        let mut sep = b.separated(", ");
+                        for id in &ids {
+                            sep.push_bind(id.clone());
+                        }
+                        b.push(")");
+                        b.build().execute(&mut *tx).await?;
+                    }
+                    let mut b: QueryBuilder<$db> = QueryBuilder::new("DELETE FROM deliveries WHERE id IN (");
+                    let mut sep = b.separated(", ");
+                    for id in &ids {
+                        sep.push_bind(id.clone());
+                    }
+                    b.push(")");
+                    deliveries += b.build().execute(&mut *tx).await?.rows_affected();
+                    tx.commit().await?;
+                }
+                let mut events = 0u64;
+                loop {
+                    let mut tx = self.begin_work().await?;
+                    let done = sqlx::query(
+                        "DELETE FROM log_events WHERE seq IN (SELECT l.seq FROM log_events l WHERE l.published < $1 \
+                         AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_seq = l.seq) LIMIT 5000)",
+                    )
+                    .bind(logs_before)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    events += done.rows_affected();
+                    if done.rows_affected() < 5000 {
+                        break;
+                    }
+                }
+                Ok((deliveries, events))
+            }
+
             pub(crate) async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
                 let a = sqlx::query("SELECT COUNT(*), MIN(created) FROM outbox WHERE delivery_id IS NULL").fetch_one(&self.work).await?;
                 let b = sqlx::query("SELECT CAST(COALESCE(SUM(event_count), 0) AS BIGINT), MIN(created) FROM deliveries WHERE status = 'PENDING'")

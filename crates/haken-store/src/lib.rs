@@ -519,6 +519,13 @@ impl Store {
         dispatch!(self.backfill(hook_id, since, until, now, &matches))
     }
 
+    /// Deletes delivered deliveries (with their attempts and outbox rows) created before
+    /// `delivered_before`, and System Log events published before `logs_before` that no
+    /// undelivered delivery still needs. Works in bounded batches; returns (deliveries, events).
+    pub async fn purge(&self, delivered_before: i64, logs_before: i64) -> Result<(u64, u64), StoreError> {
+        dispatch!(self.purge(delivered_before, logs_before))
+    }
+
     pub async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
         dispatch!(self.queue_stats())
     }

@@ -86,6 +86,8 @@ const ENV_KEYS: &[&str] = &[
     "workers",
     "node_id",
     "delivery_lease_secs",
+    "delivery_retention_days",
+    "log_retention_days",
 ];
 
 /// Loads the configuration in order of precedence: flags > `HAKEN_*` > file > defaults.

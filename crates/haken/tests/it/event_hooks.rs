@@ -21,6 +21,7 @@ both!(
     hook_api_validation_and_secrets,
     outbox_is_transactional,
     trigger_and_metrics,
+    retention_keeps_what_is_still_owed,
 );
 
 fn hook_body(name: &str, uri: &str, items: &[&str]) -> Value {
@@ -494,5 +495,43 @@ async fn trigger_and_metrics(b: Backend) {
     assert!(text.contains(&format!("haken_event_hook_deliveries_delivered_total{{hook=\"{id}\"}} 1")), "{text}");
     assert!(text.contains("haken_event_hook_attempt_duration_seconds_bucket"));
     assert!(text.contains("haken_event_hook_queue_depth"));
+    s.stop().await;
+}
+
+async fn retention_keeps_what_is_still_owed(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let mut body = hook_body("retention", &r.url, &["user.lifecycle.create"]);
+    body["delivery"] = json!({ "retryPolicy": "okta" });
+    let id = ready_hook(&s, body).await;
+    let delivered_user = make_user(&s, "kept-not@example.org").await;
+    wait_status(&s, &id, "DELIVERED", 1, 10).await;
+    r.script([Reply::Status(400)]);
+    let dead_user = make_user(&s, "owed@example.org").await;
+    wait_status(&s, &id, "DEAD", 1, 10).await;
+
+    // Everything is "old" for a cut-off an hour ahead.
+    let later = haken_core::Timestamp::now().millis() + 3_600_000;
+    let (deliveries_removed, events_removed) = s.store().purge(later, later).await.expect("purge");
+    assert_eq!(deliveries_removed, 1, "only the delivered delivery goes");
+    assert!(events_removed >= 1);
+    assert!(deliveries(&s, &id, "DELIVERED").await.is_empty());
+    let dead = deliveries(&s, &id, "DEAD").await;
+    assert_eq!(dead.len(), 1, "dead letters stay until replayed");
+    let remaining = s.events().await;
+    assert!(
+        remaining.iter().any(|e| e["target"][0]["id"] == dead_user.as_str()),
+        "an event a dead letter still needs stays"
+    );
+    assert!(
+        !remaining
+            .iter()
+            .any(|e| e["eventType"] == "user.lifecycle.create" && e["target"][0]["id"] == delivered_user.as_str())
+    );
+    // The dead letter can still be replayed with its events.
+    s.post(&format!("/api/v1/eventHooks/{id}/deliveries/replay"), json!(null)).await.ok();
+    wait_status(&s, &id, "DELIVERED", 1, 10).await;
+    let last = r.posts().last().cloned().expect("a post");
+    assert_eq!(last.json()["data"]["events"][0]["target"][0]["id"], dead_user.as_str());
     s.stop().await;
 }

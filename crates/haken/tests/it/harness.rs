@@ -183,6 +183,10 @@ impl TestServer {
         }
     }
 
+    pub fn store(&self) -> &haken_store::Store {
+        &self.running.as_ref().expect("running").store
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await.expect("clean shutdown");
