@@ -109,6 +109,15 @@ fn blocked_v6(ip: Ipv6Addr) -> bool {
         let v4 = Ipv4Addr::new((seg[6] >> 8) as u8, seg[6] as u8, (seg[7] >> 8) as u8, seg[7] as u8);
         return blocked_v4(v4);
     }
+    // SIIT (::ffff:0:a.b.c.d) embeds an IPv4 address in the last 32 bits.
+    if seg[..4] == [0, 0, 0, 0] && seg[4] == 0xffff && seg[5] == 0 {
+        let v4 = Ipv4Addr::new((seg[6] >> 8) as u8, seg[6] as u8, (seg[7] >> 8) as u8, seg[7] as u8);
+        return blocked_v4(v4);
+    }
+    // Local-use NAT64 (64:ff9b:1::/48) may translate to any IPv4 address: block it outright.
+    if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 1 {
+        return true;
+    }
     // NAT64 (64:ff9b::/96) embeds an IPv4 address in the last 32 bits.
     if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
         let v4 = Ipv4Addr::new((seg[6] >> 8) as u8, seg[6] as u8, (seg[7] >> 8) as u8, seg[7] as u8);
@@ -121,6 +130,7 @@ fn blocked_v6(ip: Ipv6Addr) -> bool {
     }
     (seg[0] & 0xfe00) == 0xfc00          // unique local fc00::/7
         || (seg[0] & 0xffc0) == 0xfe80   // link-local fe80::/10
+        || (seg[0] & 0xffc0) == 0xfec0   // deprecated site-local fec0::/10
         || (seg[0] & 0xff00) == 0xff00   // multicast
         || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
         || (seg[0] == 0x2001 && seg[1] == 0)      // Teredo
@@ -230,6 +240,8 @@ impl OutboundClient {
     pub fn new(policy: UrlPolicy) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy would resolve the target itself, past the resolver that enforces the policy.
+            .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver { allow_insecure: policy.allow_insecure }))
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(64)

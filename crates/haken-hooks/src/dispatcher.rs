@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use haken_core::Timestamp;
-use haken_core::hook::{Attempt, AttemptOutcome, EventHook, HookStatus};
+use haken_core::hook::{Attempt, AttemptOutcome, EventHook};
 use haken_core::log_event::{EventContext, Target};
 use haken_store::{Claimed, Store};
 use tokio::sync::watch;
@@ -268,7 +268,7 @@ impl Dispatcher {
             Decision::RetryAt(at) => {
                 metrics::retried(&hook.id);
                 tracing::info!(hook_id = %hook.id, delivery_id = %delivery.id, attempt = attempt_no, error = %reason, retry_at = %at, "Delivery failed; retrying later.");
-                self.store.finish_attempt(&attempt, &AttemptOutcome::Retry { at }, &[], None).await
+                self.store.finish_attempt(&attempt, &AttemptOutcome::Retry { at }, &[], None).await.map(|_| ())
             }
             decision => {
                 metrics::failed(&hook.id);
@@ -289,9 +289,6 @@ impl Dispatcher {
                         .with_debug("attempts", attempt_no.into()),
                 ];
                 let stop = if decision == Decision::StopHook {
-                    let mut h = hook.clone();
-                    h.status = HookStatus::Inactive;
-                    h.last_updated = now;
                     events.push(
                         ctx.event(
                             "event_hook.deactivated",
@@ -300,12 +297,12 @@ impl Dispatcher {
                         )
                         .with_target(target),
                     );
-                    Some(h)
+                    Some(hook.id.as_str())
                 } else {
                     None
                 };
                 tracing::warn!(hook_id = %hook.id, delivery_id = %delivery.id, attempts = attempt_no, error = %reason, "Delivery given up: dead letter.");
-                self.store.finish_attempt(&attempt, &AttemptOutcome::Dead { reason }, &events, stop.as_ref()).await
+                self.store.finish_attempt(&attempt, &AttemptOutcome::Dead { reason }, &events, stop).await.map(|_| ())
             }
         }
     }

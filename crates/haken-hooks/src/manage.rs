@@ -202,7 +202,8 @@ fn apply(
             Some(AuthScheme { kind, key, value })
         }
     };
-    let mut delivery = DeliverySettings::default();
+    // Settings the request does not mention keep their value (Okta clients never send them).
+    let mut delivery = base.delivery;
     if let Some(p) = spec.retry_policy {
         delivery.retry_policy = match p.as_str() {
             "okta" => RetryPolicy::Okta,
@@ -421,8 +422,12 @@ pub async fn verify(
     let updated = store
         .update_event_hook::<Fail, _>(id, move |mut h| {
             let mut ev = event(&ctx, "event_hook.verified", "Event hook verification", &h, now);
+            // The channel may have been replaced while the challenge was on the wire: only the
+            // channel that answered becomes verified.
+            let same_channel = h.uri == hook.uri && h.headers == hook.headers && h.auth == hook.auth;
             match &outcome {
-                Ok(()) => h.verification_status = VerificationStatus::Verified,
+                Ok(()) if same_channel => h.verification_status = VerificationStatus::Verified,
+                Ok(()) => ev = ev.with_outcome("FAILURE", Some("the channel changed during verification")),
                 Err(reason) => {
                     let reason: String = reason.chars().take(255).collect();
                     ev = ev.with_outcome("FAILURE", Some(&reason));
@@ -434,7 +439,8 @@ pub async fn verify(
         .await
         .map_err(|e| fail(e, id))?;
     match result {
-        Ok(()) => Ok(updated),
+        Ok(()) if updated.verification_status == VerificationStatus::Verified => Ok(updated),
+        Ok(()) => Err(ApiError::validation("channel", "the channel changed during verification; verify again")),
         Err(reason) => Err(ApiError::with_summary(
             ErrorCode::ValidationFailed,
             "Api validation failed: Verification of the event hook endpoint failed",

@@ -1,6 +1,6 @@
 //! The two backends. Their SQL is the same text (both accept `$n` placeholders), so one macro
 //! writes both implementations; what differs (connecting, taking the write lock, row locks,
-//! the polling horizon) is passed in or written per backend below.
+//! keeping `seq` in commit order) is passed in or written per backend below.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -135,7 +135,7 @@ fn foreign_key_violation(e: &sqlx::Error) -> bool {
 }
 
 macro_rules! backend_impl {
-    ($backend:ty, $db:ty, $row:ty, for_update = $lock:literal, skip_locked = $skip:literal, polling_horizon = $horizon:literal, notify = $notify:literal) => {
+    ($backend:ty, $db:ty, $row:ty, for_update = $lock:literal, skip_locked = $skip:literal, for_share = $share:literal, commit_order = $order:literal, notify = $notify:literal) => {
         impl $backend {
             /// Writes the events and, for each hook that receives one, an outbox row. Returns
             /// whether anything was routed (the caller wakes the dispatcher after commit).
@@ -145,7 +145,11 @@ macro_rules! backend_impl {
                 }
                 let router = self.hooks.router.get();
                 if let Some(router) = router {
-                    let row = sqlx::query("SELECT value FROM settings WHERE key = 'event_hooks_rev'").fetch_optional(&mut **tx).await?;
+                    // FOR SHARE (PostgreSQL): a hook change waits for writers that routed with the
+                    // revision they read, so no outbox row is left for a hook deleted meanwhile.
+                    let row = sqlx::query(concat!("SELECT value FROM settings WHERE key = 'event_hooks_rev'", $share))
+                        .fetch_optional(&mut **tx)
+                        .await?;
                     let rev = match row {
                         Some(r) => r.try_get::<String, _>(0)?.parse::<i64>().unwrap_or(0),
                         None => 0,
@@ -155,6 +159,9 @@ macro_rules! backend_impl {
                         let hooks = rows.iter().map(|r| decode(&r.try_get::<String, _>(0)?)).collect::<Result<Vec<_>, StoreError>>()?;
                         router.refresh(rev, hooks);
                     }
+                }
+                if !$order.is_empty() {
+                    sqlx::query($order).execute(&mut **tx).await?;
                 }
                 let mut routed_any = false;
                 for ev in events {
@@ -829,8 +836,11 @@ macro_rules! backend_impl {
                     if ids.is_empty() {
                         continue;
                     }
+                    // A lease never ends before the attempt can: the hook's timeout and a margin.
+                    let timeout = i64::try_from(hook.delivery.timeout_ms).unwrap_or(30_000);
+                    let hook_lease_until = lease_until.max(now + timeout + 5_000);
                     let mut b: QueryBuilder<$db> = QueryBuilder::new("UPDATE deliveries SET lease_owner = ");
-                    b.push_bind(node.to_owned()).push(", lease_until = ").push_bind(lease_until).push(" WHERE id IN (");
+                    b.push_bind(node.to_owned()).push(", lease_until = ").push_bind(hook_lease_until).push(" WHERE id IN (");
                     let mut sep = b.separated(", ");
                     for r in &ids {
                         sep.push_bind(r.try_get::<String, _>(0)?);
@@ -892,8 +902,36 @@ macro_rules! backend_impl {
                 rows.iter().map(|r| decode(&r.try_get::<String, _>(0)?)).collect()
             }
 
-            pub(crate) async fn finish_attempt(&self, a: &Attempt, outcome: &AttemptOutcome, events: &[LogEvent], stop_hook: Option<&EventHook>) -> Result<(), StoreError> {
+            pub(crate) async fn finish_attempt(&self, a: &Attempt, outcome: &AttemptOutcome, events: &[LogEvent], stop_hook: Option<&str>) -> Result<bool, StoreError> {
                 let mut tx = self.begin_work().await?;
+                let done_at = a.started.millis() + i64::try_from(a.latency_ms).unwrap_or(0);
+                let (status, next, delivered, error) = match outcome {
+                    AttemptOutcome::Delivered => ("DELIVERED", done_at, Some(done_at), None),
+                    AttemptOutcome::Retry { at } => ("PENDING", at.millis(), None, a.error.clone()),
+                    AttemptOutcome::Dead { reason } => ("DEAD", done_at, None, Some(reason.clone())),
+                };
+                // Only the lease holder records: a node whose lease expired (and was taken over,
+                // or cleared by a replay) must not overwrite what happened since.
+                let updated = sqlx::query(
+                    "UPDATE deliveries SET status = $2, attempts = attempts + 1, next_attempt_at = $3, delivered_at = $4, \
+                     last_attempt_at = $5, last_status = $6, last_error = $7, lease_owner = NULL, lease_until = NULL \
+                     WHERE id = $1 AND status = 'PENDING' AND lease_owner = $8",
+                )
+                .bind(&a.delivery_id)
+                .bind(status)
+                .bind(next)
+                .bind(delivered)
+                .bind(a.started.millis())
+                .bind(a.status_code.map(i64::from))
+                .bind(error)
+                .bind(&a.node)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if updated == 0 {
+                    tx.commit().await?;
+                    return Ok(false);
+                }
                 sqlx::query(
                     "INSERT INTO delivery_attempts (delivery_id, hook_id, attempt, started, latency_ms, status_code, error, response_snippet, node) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -909,33 +947,23 @@ macro_rules! backend_impl {
                 .bind(&a.node)
                 .execute(&mut *tx)
                 .await?;
-                let done_at = a.started.millis() + i64::try_from(a.latency_ms).unwrap_or(0);
-                let (status, next, delivered, error) = match outcome {
-                    AttemptOutcome::Delivered => ("DELIVERED", done_at, Some(done_at), None),
-                    AttemptOutcome::Retry { at } => ("PENDING", at.millis(), None, a.error.clone()),
-                    AttemptOutcome::Dead { reason } => ("DEAD", done_at, None, Some(reason.clone())),
-                };
-                sqlx::query(
-                    "UPDATE deliveries SET status = $2, attempts = attempts + 1, next_attempt_at = $3, delivered_at = $4, \
-                     last_attempt_at = $5, last_status = $6, last_error = $7, lease_owner = NULL, lease_until = NULL \
-                     WHERE id = $1 AND status = 'PENDING'",
-                )
-                .bind(&a.delivery_id)
-                .bind(status)
-                .bind(next)
-                .bind(delivered)
-                .bind(a.started.millis())
-                .bind(a.status_code.map(i64::from))
-                .bind(error)
-                .execute(&mut *tx)
-                .await?;
-                if let Some(hook) = stop_hook {
-                    Self::write_event_hook(&mut tx, hook).await?;
+                if let Some(hook_id) = stop_hook {
+                    // Deactivate the hook as it is now (not the copy the sender held).
+                    let row = sqlx::query(concat!("SELECT data FROM event_hooks WHERE id = $1", $lock))
+                        .bind(hook_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if let Some(row) = row {
+                        let mut hook: EventHook = decode(&row.try_get::<String, _>(0)?)?;
+                        hook.status = haken_core::hook::HookStatus::Inactive;
+                        hook.last_updated = Timestamp(done_at);
+                        Self::write_event_hook(&mut tx, &hook).await?;
+                    }
                 }
                 let routed = self.insert_events(&mut tx, events).await?;
                 tx.commit().await?;
                 self.after_commit(routed);
-                Ok(())
+                Ok(true)
             }
 
             pub(crate) async fn insert_test_delivery(&self, d: &Delivery, events: &[LogEvent]) -> Result<(), StoreError> {
@@ -1006,9 +1034,10 @@ macro_rules! backend_impl {
             pub(crate) async fn replay_deliveries(&self, hook_id: &str, id: Option<&str>, now: i64) -> Result<u64, StoreError> {
                 let mut tx = self.begin().await?;
                 let done = match id {
+                    // A pending delivery is already queued (and may be on the wire): not replayed.
                     Some(id) => sqlx::query(
-                        "UPDATE deliveries SET status = 'PENDING', attempts = 0, next_attempt_at = $3, lease_owner = NULL, lease_until = NULL \
-                         WHERE hook_id = $1 AND id = $2",
+                        "UPDATE deliveries SET status = 'PENDING', attempts = 0, next_attempt_at = $3, lease_owner = NULL, lease_until = NULL, \
+                         delivered_at = NULL, last_error = NULL WHERE hook_id = $1 AND id = $2 AND status <> 'PENDING'",
                     )
                     .bind(hook_id)
                     .bind(id)
@@ -1016,8 +1045,8 @@ macro_rules! backend_impl {
                     .execute(&mut *tx)
                     .await?,
                     None => sqlx::query(
-                        "UPDATE deliveries SET status = 'PENDING', attempts = 0, next_attempt_at = $2, lease_owner = NULL, lease_until = NULL \
-                         WHERE hook_id = $1 AND status = 'DEAD'",
+                        "UPDATE deliveries SET status = 'PENDING', attempts = 0, next_attempt_at = $2, lease_owner = NULL, lease_until = NULL, \
+                         last_error = NULL WHERE hook_id = $1 AND status = 'DEAD'",
                     )
                     .bind(hook_id)
                     .bind(now)
@@ -1056,15 +1085,21 @@ macro_rules! backend_impl {
                     if !picked.is_empty() {
                         let mut tx = self.begin().await?;
                         for seq in &picked {
-                            sqlx::query("INSERT INTO outbox (hook_id, event_seq, created) VALUES ($1, $2, $3)")
-                                .bind(hook_id)
-                                .bind(*seq)
-                                .bind(now)
-                                .execute(&mut *tx)
-                                .await?;
+                            // Events this hook already has (queued or delivered) are not sent twice, and a
+                            // hook deleted meanwhile gets nothing.
+                            let done = sqlx::query(
+                                "INSERT INTO outbox (hook_id, event_seq, created) SELECT $1, $2, $3 \
+                                 WHERE EXISTS (SELECT 1 FROM event_hooks WHERE id = $1) \
+                                 AND NOT EXISTS (SELECT 1 FROM outbox WHERE hook_id = $1 AND event_seq = $2)",
+                            )
+                            .bind(hook_id)
+                            .bind(*seq)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                            queued += done.rows_affected();
                         }
                         tx.commit().await?;
-                        queued += picked.len() as u64;
                     }
                     if rows.len() < 500 {
                         break;
@@ -1078,7 +1113,7 @@ macro_rules! backend_impl {
                 let mut deliveries = 0u64;
                 loop {
                     let mut tx = self.begin_work().await?;
-                    let ids = sqlx::query("SELECT id FROM deliveries WHERE status = 'DELIVERED' AND created < $1 LIMIT 1000")
+                    let ids = sqlx::query(concat!("SELECT id FROM deliveries WHERE status = 'DELIVERED' AND created < $1 LIMIT 1000", $skip))
                         .bind(delivered_before)
                         .fetch_all(&mut *tx)
                         .await?;
@@ -1087,6 +1122,7 @@ macro_rules! backend_impl {
                         break;
                     }
                     let ids = ids.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<Vec<_>, _>>()?;
+                    // Locked above, so no replay can make them pending in between.
                     for table in ["delivery_attempts", "outbox"] {
                         let mut b: QueryBuilder<$db> = QueryBuilder::new(format!("DELETE FROM {table} WHERE delivery_id IN ("));
                         let mut sep = b.separated(", ");
@@ -1159,7 +1195,6 @@ macro_rules! backend_impl {
                             b.push("published >= ").push_bind(q.since);
                         }
                     }
-                    b.push($horizon);
                     b.push(" ORDER BY seq LIMIT ").push_bind(q.limit);
                 } else {
                     b.push("published >= ").push_bind(q.since);
@@ -1186,7 +1221,8 @@ backend_impl!(
     sqlx::sqlite::SqliteRow,
     for_update = "",
     skip_locked = "",
-    polling_horizon = "",
+    for_share = "",
+    commit_order = "",
     notify = ""
 );
 backend_impl!(
@@ -1195,6 +1231,9 @@ backend_impl!(
     sqlx::postgres::PgRow,
     for_update = " FOR UPDATE",
     skip_locked = " FOR UPDATE SKIP LOCKED",
-    polling_horizon = " AND tx_id < pg_snapshot_xmin(pg_current_snapshot())",
+    for_share = " FOR SHARE",
+    // Writers take this lock just before their System Log rows and hold it to commit, so
+    // `seq` order is commit order and a polling reader's cursor never passes a later commit.
+    commit_order = "SELECT pg_advisory_xact_lock(727274002)",
     notify = "SELECT pg_notify('haken_outbox', '')"
 );

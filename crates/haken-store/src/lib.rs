@@ -466,14 +466,16 @@ impl Store {
         dispatch!(self.delivery_events(delivery_id))
     }
 
-    /// Records an attempt and its outcome, with `events`, and stops the hook if asked (410).
+    /// Records an attempt and its outcome, with `events`, and deactivates the hook `stop_hook`
+    /// if given (410). Returns `false`, writing nothing, when the attempt's node no longer holds
+    /// the delivery's lease (it expired and was taken over, or a replay reset it).
     pub async fn finish_attempt(
         &self,
         attempt: &Attempt,
         outcome: &AttemptOutcome,
         events: &[LogEvent],
-        stop_hook: Option<&EventHook>,
-    ) -> Result<(), StoreError> {
+        stop_hook: Option<&str>,
+    ) -> Result<bool, StoreError> {
         dispatch!(self.finish_attempt(attempt, outcome, events, stop_hook))
     }
 

@@ -387,9 +387,23 @@ async fn replay_delivery(
     State(state): State<AppState>,
     Path((id, delivery_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
+    let (current, _) = state
+        .store
+        .get_delivery(&id, &delivery_id)
+        .await?
+        .ok_or_else(|| Failure(ApiError::not_found(&delivery_id, "EventHookDelivery")))?;
+    if current.status == DeliveryStatus::Pending {
+        return Err(Failure(ApiError::validation(
+            "status",
+            "the delivery is already pending; it will be sent without a replay",
+        )));
+    }
     let n = state.store.replay_deliveries(&id, Some(&delivery_id), Timestamp::now().millis()).await?;
     if n == 0 {
-        return Err(Failure(ApiError::not_found(&delivery_id, "EventHookDelivery")));
+        return Err(Failure(ApiError::validation(
+            "status",
+            "the delivery became pending meanwhile; it will be sent without a replay",
+        )));
     }
     let (d, _) = state.store.get_delivery(&id, &delivery_id).await?.ok_or_else(|| Failure(ApiError::internal()))?;
     Ok(Json(render_delivery(&d, &state.public_url)).into_response())

@@ -256,12 +256,11 @@ async fn listen_verify_trigger_deliveries_replay_and_backfill() {
     let line = l.wait_for(Stream::Out, |line| line.contains("group.user_membership.add"), 15).await;
     assert!(line.ends_with(&format!("eventId={test_delivery}")), "{line}");
 
-    // Backfill: the System Log's one user.lifecycle.create since ten minutes ago.
+    // Backfill: the System Log's one user.lifecycle.create since ten minutes ago was delivered
+    // to this hook already, so nothing is queued twice.
     let r = hooks(&s, &["replay", &id, "--since", &minutes_ago(10)]).await;
     assert!(r.ok, "{}", r.err);
-    assert!(r.out.starts_with("Queued 1 event "), "{}", r.out);
-    let line = l.wait_for(Stream::Out, |line| line.contains("user.lifecycle.create"), 15).await;
-    assert!(line.contains(uid), "{line}");
+    assert!(r.out.starts_with("Queued 0 event"), "{}", r.out);
     let r = hooks(&s, &["replay", &id, "--since", "yesterday"]).await;
     assert!(!r.ok);
     assert!(r.err.contains("E0000001") && r.err.contains("since"), "{}", r.err);

@@ -276,8 +276,7 @@ impl TestServer {
     }
 
     /// Polls `url` (a polling System Log query) until `done` accepts the collected events,
-    /// following `next` links. Polling readers see an event once every transaction older than
-    /// it has ended, so on a busy PostgreSQL it can take a moment.
+    /// following `next` links (a poller may see an event a moment after its commit).
     pub async fn poll_logs(&self, url: &str, done: impl Fn(&[Value]) -> bool) -> (Vec<Value>, String) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let mut url = url.to_owned();
