@@ -1,6 +1,6 @@
 //! The two backends. Their SQL is the same text (both accept `$n` placeholders), so one macro
 //! writes both implementations; what differs (connecting, taking the write lock, row locks,
-//! keeping `seq` in commit order) is passed in or written per backend below.
+//! how polling pages the System Log) is passed in or written per backend below.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -135,7 +135,7 @@ fn foreign_key_violation(e: &sqlx::Error) -> bool {
 }
 
 macro_rules! backend_impl {
-    ($backend:ty, $db:ty, $row:ty, for_update = $lock:literal, skip_locked = $skip:literal, for_share = $share:literal, commit_order = $order:literal, notify = $notify:literal) => {
+    ($backend:ty, $db:ty, $row:ty, for_update = $lock:literal, skip_locked = $skip:literal, poll_by_tx = $poll_by_tx:literal, notify = $notify:literal) => {
         impl $backend {
             /// Writes the events and, for each hook that receives one, an outbox row. Returns
             /// whether anything was routed (the caller wakes the dispatcher after commit).
@@ -145,11 +145,7 @@ macro_rules! backend_impl {
                 }
                 let router = self.hooks.router.get();
                 if let Some(router) = router {
-                    // FOR SHARE (PostgreSQL): a hook change waits for writers that routed with the
-                    // revision they read, so no outbox row is left for a hook deleted meanwhile.
-                    let row = sqlx::query(concat!("SELECT value FROM settings WHERE key = 'event_hooks_rev'", $share))
-                        .fetch_optional(&mut **tx)
-                        .await?;
+                    let row = sqlx::query("SELECT value FROM settings WHERE key = 'event_hooks_rev'").fetch_optional(&mut **tx).await?;
                     let rev = match row {
                         Some(r) => r.try_get::<String, _>(0)?.parse::<i64>().unwrap_or(0),
                         None => 0,
@@ -159,9 +155,6 @@ macro_rules! backend_impl {
                         let hooks = rows.iter().map(|r| decode(&r.try_get::<String, _>(0)?)).collect::<Result<Vec<_>, StoreError>>()?;
                         router.refresh(rev, hooks);
                     }
-                }
-                if !$order.is_empty() {
-                    sqlx::query($order).execute(&mut **tx).await?;
                 }
                 let mut routed_any = false;
                 for ev in events {
@@ -736,6 +729,11 @@ macro_rules! backend_impl {
                 let mut made = 0usize;
                 for h in hooks {
                     let hook_id: String = h.try_get(0)?;
+                    // A hook deleted while a writer was routing to it can leave rows behind: drop them.
+                    if sqlx::query("SELECT 1 FROM event_hooks WHERE id = $1").bind(&hook_id).fetch_optional(&mut **tx).await?.is_none() {
+                        sqlx::query("DELETE FROM outbox WHERE hook_id = $1 AND delivery_id IS NULL").bind(&hook_id).execute(&mut **tx).await?;
+                        continue;
+                    }
                     // A bounded number of deliveries per hook and call keeps the transaction short.
                     for _ in 0..20 {
                         let rows = sqlx::query(concat!(
@@ -1184,18 +1182,29 @@ macro_rules! backend_impl {
                 Ok(row.try_get::<i64, _>(0)?)
             }
 
-            pub(crate) async fn list_logs(&self, q: &LogQuery) -> Result<Vec<(i64, LogEvent)>, StoreError> {
-                let mut b: QueryBuilder<$db> = QueryBuilder::new("SELECT seq, data FROM log_events WHERE ");
+            pub(crate) async fn list_logs(&self, q: &LogQuery) -> Result<Vec<(LogCursor, LogEvent)>, StoreError> {
+                let by_tx: bool = $poll_by_tx;
+                let tx_col = if by_tx { "CAST(CAST(tx_id AS TEXT) AS BIGINT)" } else { "0" };
+                let mut b: QueryBuilder<$db> = QueryBuilder::new(format!("SELECT seq, data, published, {tx_col} AS txn FROM log_events WHERE "));
                 if q.polling {
                     match q.after {
-                        Some(LogCursor::Seq(seq)) | Some(LogCursor::Published(_, seq)) => {
+                        Some(LogCursor::Poll(txn, seq)) if by_tx => {
+                            b.push("(tx_id, seq) > (CAST(CAST(").push_bind(txn).push(" AS TEXT) AS xid8), ").push_bind(seq).push(")");
+                        }
+                        Some(LogCursor::Poll(_, seq)) | Some(LogCursor::Published(_, seq)) => {
                             b.push("seq > ").push_bind(seq);
                         }
                         None => {
                             b.push("published >= ").push_bind(q.since);
                         }
                     }
-                    b.push(" ORDER BY seq LIMIT ").push_bind(q.limit);
+                    if by_tx {
+                        // Below the oldest running transaction nothing can still commit.
+                        b.push(" AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY tx_id, seq LIMIT ");
+                    } else {
+                        b.push(" ORDER BY seq LIMIT ");
+                    }
+                    b.push_bind(q.limit);
                 } else {
                     b.push("published >= ").push_bind(q.since);
                     b.push(" AND published <= ").push_bind(q.until);
@@ -1209,7 +1218,13 @@ macro_rules! backend_impl {
                     b.push(format!(" ORDER BY published {order}, seq {order} LIMIT ")).push_bind(q.limit);
                 }
                 let rows = b.build().fetch_all(&self.read).await?;
-                rows.iter().map(|r| Ok((r.try_get::<i64, _>(0)?, decode(&r.try_get::<String, _>(1)?)?))).collect()
+                rows.iter()
+                    .map(|r| {
+                        let seq: i64 = r.try_get(0)?;
+                        let at = if q.polling { LogCursor::Poll(r.try_get(3)?, seq) } else { LogCursor::Published(r.try_get(2)?, seq) };
+                        Ok((at, decode(&r.try_get::<String, _>(1)?)?))
+                    })
+                    .collect()
             }
         }
     };
@@ -1221,8 +1236,7 @@ backend_impl!(
     sqlx::sqlite::SqliteRow,
     for_update = "",
     skip_locked = "",
-    for_share = "",
-    commit_order = "",
+    poll_by_tx = false,
     notify = ""
 );
 backend_impl!(
@@ -1231,9 +1245,8 @@ backend_impl!(
     sqlx::postgres::PgRow,
     for_update = " FOR UPDATE",
     skip_locked = " FOR UPDATE SKIP LOCKED",
-    for_share = " FOR SHARE",
-    // Writers take this lock just before their System Log rows and hold it to commit, so
-    // `seq` order is commit order and a polling reader's cursor never passes a later commit.
-    commit_order = "SELECT pg_advisory_xact_lock(727274002)",
+    // Concurrent writers commit out of `seq` order; polling readers page by (transaction id,
+    // seq) below the oldest running transaction instead, which no later commit can precede.
+    poll_by_tx = true,
     notify = "SELECT pg_notify('haken_outbox', '')"
 );

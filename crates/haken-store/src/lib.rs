@@ -544,8 +544,8 @@ impl Store {
         dispatch!(self.count_events(event_type))
     }
 
-    /// One batch of events for `GET /api/v1/logs`, in the query's order.
-    pub async fn list_logs(&self, q: &LogQuery) -> Result<Vec<(i64, LogEvent)>, StoreError> {
+    /// One batch of events for `GET /api/v1/logs`, in the query's order, each with its position.
+    pub async fn list_logs(&self, q: &LogQuery) -> Result<Vec<(LogCursor, LogEvent)>, StoreError> {
         dispatch!(self.list_logs(q))
     }
 }

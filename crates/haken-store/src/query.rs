@@ -20,8 +20,9 @@ pub struct UserQuery {
 /// Position in the System Log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogCursor {
-    /// Polling: by persistence order.
-    Seq(i64),
+    /// Polling: by commit order — (transaction id, seq) on PostgreSQL, seq on SQLite (whose
+    /// single writer commits in seq order; the transaction id is 0 there).
+    Poll(i64, i64),
     /// Bounded: by `published`, then persistence order.
     Published(i64, i64),
 }

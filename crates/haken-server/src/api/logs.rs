@@ -37,15 +37,21 @@ fn invalid_param(name: &str, msg: impl std::fmt::Display) -> Failure {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Position {
     PollFrom(i64),
-    PollAfter(i64),
-    Bounded { since: i64, until: i64, descending: bool, after: Option<(i64, i64)> },
+    /// After (transaction id, seq) in commit order.
+    PollAfter(i64, i64),
+    Bounded {
+        since: i64,
+        until: i64,
+        descending: bool,
+        after: Option<(i64, i64)>,
+    },
 }
 
 impl Position {
     fn encode(self) -> String {
         match self {
             Position::PollFrom(since) => format!("ps:{since}"),
-            Position::PollAfter(seq) => format!("p:{seq}"),
+            Position::PollAfter(txn, seq) => format!("p:{txn}:{seq}"),
             Position::Bounded { since, until, descending, after } => {
                 let (p, s) = after.unwrap_or((i64::MIN, i64::MIN));
                 format!("b:{since}:{until}:{}:{p}:{s}", if descending { "D" } else { "A" })
@@ -57,7 +63,7 @@ impl Position {
         let parts: Vec<&str> = s.split(':').collect();
         match parts.as_slice() {
             ["ps", since] => Some(Position::PollFrom(since.parse().ok()?)),
-            ["p", seq] => Some(Position::PollAfter(seq.parse().ok()?)),
+            ["p", txn, seq] => Some(Position::PollAfter(txn.parse().ok()?, seq.parse().ok()?)),
             ["b", since, until, dir, p, seq] => {
                 let p: i64 = p.parse().ok()?;
                 let seq: i64 = seq.parse().ok()?;
@@ -235,14 +241,15 @@ async fn read_page(
 ) -> Result<(Vec<Value>, Option<Position>), Failure> {
     let (polling, since, until, descending, mut cursor) = match start {
         Position::PollFrom(since) => (true, since, i64::MAX, false, None),
-        Position::PollAfter(seq) => (true, 0, i64::MAX, false, Some(LogCursor::Seq(seq))),
+        Position::PollAfter(txn, seq) => (true, 0, i64::MAX, false, Some(LogCursor::Poll(txn, seq))),
         Position::Bounded { since, until, descending, after } => {
             (false, since, until, descending, after.map(|(p, s)| LogCursor::Published(p, s)))
         }
     };
     let position = |c: Option<LogCursor>| -> Position {
         match (polling, c) {
-            (true, Some(LogCursor::Seq(s))) | (true, Some(LogCursor::Published(_, s))) => Position::PollAfter(s),
+            (true, Some(LogCursor::Poll(t, s))) => Position::PollAfter(t, s),
+            (true, Some(LogCursor::Published(_, s))) => Position::PollAfter(0, s),
             (true, None) => Position::PollFrom(since),
             (false, Some(LogCursor::Published(p, s))) => {
                 Position::Bounded { since, until, descending, after: Some((p, s)) }
@@ -256,11 +263,10 @@ async fn read_page(
     let mut scanned = 0usize;
     loop {
         let q = LogQuery { polling, since, until, after: cursor, descending, limit: batch };
-        let rows: Vec<(i64, LogEvent)> = state.store.list_logs(&q).await?;
+        let rows: Vec<(LogCursor, LogEvent)> = state.store.list_logs(&q).await?;
         let n = rows.len() as i64;
-        for (seq, ev) in rows {
+        for (here, ev) in rows {
             scanned += 1;
-            let here = if polling { LogCursor::Seq(seq) } else { LogCursor::Published(ev.published.millis(), seq) };
             let doc = ev.to_value();
             if keep(&doc) {
                 if items.len() == limit {
@@ -290,7 +296,7 @@ mod tests {
     fn positions_round_trip() {
         for p in [
             Position::PollFrom(5),
-            Position::PollAfter(9),
+            Position::PollAfter(7, 9),
             Position::Bounded { since: 1, until: 2, descending: true, after: Some((3, 4)) },
             Position::Bounded { since: 1, until: 2, descending: false, after: None },
         ] {

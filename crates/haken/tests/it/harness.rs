@@ -183,6 +183,11 @@ impl TestServer {
         }
     }
 
+    /// The scratch PostgreSQL database of this server, if it runs on PostgreSQL.
+    pub fn database_url(&self) -> Option<String> {
+        self.pg_url.clone()
+    }
+
     pub fn store(&self) -> &haken_store::Store {
         &self.running.as_ref().expect("running").store
     }

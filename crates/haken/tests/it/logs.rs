@@ -121,3 +121,57 @@ async fn log_query_errors(b: Backend) {
     s.get("/api/v1/logs?after=bogus").await.expect_error(400, "E0000029");
     s.stop().await;
 }
+
+/// PostgreSQL writers commit out of `seq` order. A poller must not move past an event whose
+/// transaction is still open, even when a later-numbered event is already committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_polling_never_skips_a_late_commit() {
+    use sqlx::Connection;
+    if !crate::harness::postgres_available().await {
+        return;
+    }
+    let s = TestServer::start(Backend::Postgres).await;
+    let url = s.database_url().expect("postgres");
+    let insert =
+        "INSERT INTO log_events (uuid, published, event_type, data) VALUES ($1, $2, 'group.lifecycle.create', $3)";
+    let event = |uuid: &str| {
+        let mut ev = haken_core::log_event::EventContext::system("test").event(
+            "group.lifecycle.create",
+            "late",
+            haken_core::Timestamp::now(),
+        );
+        ev.uuid = uuid.to_owned();
+        serde_json::to_string(&ev).unwrap_or_default()
+    };
+    let mut a = sqlx::PgConnection::connect(&url).await.expect("connect a");
+    let mut b = sqlx::PgConnection::connect(&url).await.expect("connect b");
+    // A gets its transaction id first; B takes a lower seq and stays open; A commits a higher seq.
+    sqlx::query("BEGIN").execute(&mut a).await.expect("begin a");
+    sqlx::query("SELECT pg_current_xact_id()").execute(&mut a).await.expect("xid a");
+    sqlx::query("BEGIN").execute(&mut b).await.expect("begin b");
+    let now = haken_core::Timestamp::now().millis();
+    sqlx::query(insert)
+        .bind("00000000-0000-4000-8000-00000000000b")
+        .bind(now)
+        .bind(event("00000000-0000-4000-8000-00000000000b"))
+        .execute(&mut b)
+        .await
+        .expect("b inserts");
+    sqlx::query(insert)
+        .bind("00000000-0000-4000-8000-00000000000a")
+        .bind(now)
+        .bind(event("00000000-0000-4000-8000-00000000000a"))
+        .execute(&mut a)
+        .await
+        .expect("a inserts");
+    sqlx::query("COMMIT").execute(&mut a).await.expect("commit a");
+
+    let f = urlencode("displayMessage eq \"late\"");
+    let (first, next) = s.poll_logs(&format!("/api/v1/logs?filter={f}"), |e| !e.is_empty()).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0]["uuid"], "00000000-0000-4000-8000-00000000000a");
+    sqlx::query("COMMIT").execute(&mut b).await.expect("commit b");
+    let (late, _) = s.poll_logs(&next, |e| !e.is_empty()).await;
+    assert_eq!(late[0]["uuid"], "00000000-0000-4000-8000-00000000000b", "the late commit is not skipped");
+    s.stop().await;
+}
