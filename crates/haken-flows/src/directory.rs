@@ -438,6 +438,22 @@ fn membership_error(e: FlowError, group_id: &str) -> ApiError {
     }
 }
 
+/// The check and events of a membership change: only `OKTA_GROUP` memberships are ours to edit.
+fn membership_change(
+    ctx: &EventContext,
+    event_type: &'static str,
+    message: &'static str,
+    now: Timestamp,
+) -> impl FnOnce(&Group, &User) -> Result<Vec<LogEvent>, FlowError> + Send + use<> {
+    let ctx = ctx.clone();
+    move |group, user| {
+        if group.group_type != "OKTA_GROUP" {
+            return Err(ApiError::validation("type", "memberships of this group are managed by its source").into());
+        }
+        Ok(vec![membership_event(&ctx, event_type, message, group, user, now)])
+    }
+}
+
 /// Adds a user to a group (no-op when already a member).
 pub async fn add_member(
     store: &Store,
@@ -446,23 +462,8 @@ pub async fn add_member(
     user_id: &str,
     now: Timestamp,
 ) -> Result<(), ApiError> {
-    let ctx = ctx.clone();
-    store
-        .add_member::<FlowError, _>(group_id, user_id, now.millis(), move |group, user| {
-            if group.group_type != "OKTA_GROUP" {
-                return Err(ApiError::validation("type", "memberships of this group are managed by its source").into());
-            }
-            Ok(vec![membership_event(
-                &ctx,
-                "group.user_membership.add",
-                "Add user to group membership",
-                group,
-                user,
-                now,
-            )])
-        })
-        .await
-        .map_err(|e| membership_error(e, group_id))?;
+    let change = membership_change(ctx, "group.user_membership.add", "Add user to group membership", now);
+    store.add_member(group_id, user_id, now.millis(), change).await.map_err(|e| membership_error(e, group_id))?;
     Ok(())
 }
 
@@ -474,22 +475,7 @@ pub async fn remove_member(
     user_id: &str,
     now: Timestamp,
 ) -> Result<(), ApiError> {
-    let ctx = ctx.clone();
-    store
-        .remove_member::<FlowError, _>(group_id, user_id, now.millis(), move |group, user| {
-            if group.group_type != "OKTA_GROUP" {
-                return Err(ApiError::validation("type", "memberships of this group are managed by its source").into());
-            }
-            Ok(vec![membership_event(
-                &ctx,
-                "group.user_membership.remove",
-                "Remove user from group membership",
-                group,
-                user,
-                now,
-            )])
-        })
-        .await
-        .map_err(|e| membership_error(e, group_id))?;
+    let change = membership_change(ctx, "group.user_membership.remove", "Remove user from group membership", now);
+    store.remove_member(group_id, user_id, now.millis(), change).await.map_err(|e| membership_error(e, group_id))?;
     Ok(())
 }

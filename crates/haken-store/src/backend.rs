@@ -192,6 +192,16 @@ macro_rules! backend_impl {
                 Ok(routed_any)
             }
 
+            /// Reads one JSON document row under the backend's row lock (`sql` selects `data`).
+            async fn lock_doc<T: serde::de::DeserializeOwned>(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                sql: &'static str,
+                id: &str,
+            ) -> Result<Option<T>, StoreError> {
+                let row = sqlx::query(sql).bind(id).fetch_optional(&mut **tx).await?;
+                row.map(|r| decode(&r.try_get::<String, _>(0)?)).transpose()
+            }
+
             fn after_commit(&self, routed: bool) {
                 if routed {
                     self.hooks.wake.notify_one();
@@ -330,13 +340,9 @@ macro_rules! backend_impl {
                 F: FnOnce(User) -> Result<Option<Change<User>>, E> + Send,
             {
                 let mut tx = self.begin().await?;
-                let row = sqlx::query(concat!("SELECT data FROM users WHERE id = $1", $lock))
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(StoreError::from)?
+                let current: User = Self::lock_doc(&mut tx, concat!("SELECT data FROM users WHERE id = $1", $lock), id)
+                    .await?
                     .ok_or(StoreError::NotFound)?;
-                let current: User = decode(&row.try_get::<String, _>(0).map_err(StoreError::from)?)?;
                 let Some(change) = f(current.clone())? else {
                     return Ok(current);
                 };
@@ -362,13 +368,9 @@ macro_rules! backend_impl {
                 F: FnOnce(&User) -> Result<Vec<LogEvent>, E> + Send,
             {
                 let mut tx = self.begin().await?;
-                let row = sqlx::query(concat!("SELECT data FROM users WHERE id = $1", $lock))
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(StoreError::from)?
+                let user: User = Self::lock_doc(&mut tx, concat!("SELECT data FROM users WHERE id = $1", $lock), id)
+                    .await?
                     .ok_or(StoreError::NotFound)?;
-                let user: User = decode(&row.try_get::<String, _>(0).map_err(StoreError::from)?)?;
                 let events = f(&user)?;
                 sqlx::query("DELETE FROM group_members WHERE user_id = $1").bind(id).execute(&mut *tx).await.map_err(StoreError::from)?;
                 sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await.map_err(StoreError::from)?;
@@ -435,12 +437,7 @@ macro_rules! backend_impl {
             }
 
             async fn lock_group(tx: &mut sqlx::Transaction<'static, $db>, id: &str) -> Result<Group, StoreError> {
-                let row = sqlx::query(concat!("SELECT data FROM groups WHERE id = $1", $lock))
-                    .bind(id)
-                    .fetch_optional(&mut **tx)
-                    .await?
-                    .ok_or(StoreError::NotFound)?;
-                decode(&row.try_get::<String, _>(0)?)
+                Self::lock_doc(tx, concat!("SELECT data FROM groups WHERE id = $1", $lock), id).await?.ok_or(StoreError::NotFound)
             }
 
             async fn write_group(tx: &mut sqlx::Transaction<'static, $db>, group: &Group) -> Result<(), StoreError> {
@@ -514,12 +511,9 @@ macro_rules! backend_impl {
             }
 
             async fn lock_user(tx: &mut sqlx::Transaction<'static, $db>, id: &str) -> Result<User, StoreError> {
-                let row = sqlx::query(concat!("SELECT data FROM users WHERE id = $1", $lock))
-                    .bind(id)
-                    .fetch_optional(&mut **tx)
+                Self::lock_doc(tx, concat!("SELECT data FROM users WHERE id = $1", $lock), id)
                     .await?
-                    .ok_or_else(|| StoreError::MissingReference(id.to_owned()))?;
-                decode(&row.try_get::<String, _>(0)?)
+                    .ok_or_else(|| StoreError::MissingReference(id.to_owned()))
             }
 
             pub(crate) async fn add_member<E, F>(&self, group_id: &str, user_id: &str, now: i64, f: F) -> Result<bool, E>
@@ -656,13 +650,9 @@ macro_rules! backend_impl {
                 F: FnOnce(EventHook) -> Result<Option<Change<EventHook>>, E> + Send,
             {
                 let mut tx = self.begin().await?;
-                let row = sqlx::query(concat!("SELECT data FROM event_hooks WHERE id = $1", $lock))
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(StoreError::from)?
+                let current: EventHook = Self::lock_doc(&mut tx, concat!("SELECT data FROM event_hooks WHERE id = $1", $lock), id)
+                    .await?
                     .ok_or(StoreError::NotFound)?;
-                let current: EventHook = decode(&row.try_get::<String, _>(0).map_err(StoreError::from)?)?;
                 let Some(change) = f(current.clone())? else {
                     return Ok(current);
                 };
@@ -679,13 +669,9 @@ macro_rules! backend_impl {
                 F: FnOnce(&EventHook) -> Result<Vec<LogEvent>, E> + Send,
             {
                 let mut tx = self.begin().await?;
-                let row = sqlx::query(concat!("SELECT data FROM event_hooks WHERE id = $1", $lock))
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(StoreError::from)?
+                let hook: EventHook = Self::lock_doc(&mut tx, concat!("SELECT data FROM event_hooks WHERE id = $1", $lock), id)
+                    .await?
                     .ok_or(StoreError::NotFound)?;
-                let hook: EventHook = decode(&row.try_get::<String, _>(0).map_err(StoreError::from)?)?;
                 let events = f(&hook)?;
                 for sql in [
                     "DELETE FROM outbox WHERE hook_id = $1",
@@ -947,12 +933,9 @@ macro_rules! backend_impl {
                 .await?;
                 if let Some(hook_id) = stop_hook {
                     // Deactivate the hook as it is now (not the copy the sender held).
-                    let row = sqlx::query(concat!("SELECT data FROM event_hooks WHERE id = $1", $lock))
-                        .bind(hook_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if let Some(row) = row {
-                        let mut hook: EventHook = decode(&row.try_get::<String, _>(0)?)?;
+                    let current: Option<EventHook> =
+                        Self::lock_doc(&mut tx, concat!("SELECT data FROM event_hooks WHERE id = $1", $lock), hook_id).await?;
+                    if let Some(mut hook) = current {
                         hook.status = haken_core::hook::HookStatus::Inactive;
                         hook.last_updated = Timestamp(done_at);
                         Self::write_event_hook(&mut tx, &hook).await?;
