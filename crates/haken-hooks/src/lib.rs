@@ -8,6 +8,7 @@ pub mod dispatcher;
 pub mod envelope;
 pub mod manage;
 pub mod metrics;
+pub mod oauth;
 pub mod retry;
 pub mod router;
 pub mod signing;
