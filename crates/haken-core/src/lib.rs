@@ -11,6 +11,7 @@ pub mod filter;
 pub mod group;
 pub mod hook;
 pub mod id;
+pub mod inline_hook;
 pub mod log_event;
 pub mod schema;
 pub mod time;

@@ -185,7 +185,8 @@ impl Attribute {
         })
     }
 
-    fn check(&self, v: &Value, causes: &mut Vec<String>) {
+    /// Appends a cause per problem with `v` as a value of this attribute.
+    pub fn check(&self, v: &Value, causes: &mut Vec<String>) {
         if v.is_null() {
             if self.required {
                 causes.push(format!("{}: The field cannot be left blank", self.name));

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod dispatcher;
 pub mod envelope;
+pub mod inline;
 pub mod manage;
 pub mod metrics;
 pub mod oauth;

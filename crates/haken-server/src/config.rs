@@ -65,6 +65,13 @@ pub struct ServerConfig {
     /// System Log events are kept this many days (Okta answers 90), unless an undelivered
     /// delivery still needs them.
     pub log_retention_days: u64,
+    /// Inline hook calls in flight to one hook at once (per node); more wait, within the
+    /// hook's time budget.
+    pub inline_max_in_flight: usize,
+    /// Registrations per minute from one client address (`POST /api/v1/registration`).
+    pub registration_per_minute: u32,
+    /// Failed sign-ins in a row before an account is locked (0: never).
+    pub lockout_attempts: u32,
 }
 
 impl Default for ServerConfig {
@@ -83,6 +90,9 @@ impl Default for ServerConfig {
             delivery_lease_secs: 60,
             delivery_retention_days: 7,
             log_retention_days: 90,
+            inline_max_in_flight: haken_hooks::inline::DEFAULT_MAX_IN_FLIGHT,
+            registration_per_minute: 60,
+            lockout_attempts: 10,
         }
     }
 }

@@ -22,6 +22,8 @@ pub struct AppState {
     pub outbound: haken_hooks::OutboundClient,
     /// Renders `/metrics`.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The inline-hook callout engine shared by every flow.
+    pub inline: Arc<haken_hooks::inline::InlineCaller>,
 }
 
 impl AppState {
@@ -34,7 +36,14 @@ impl AppState {
         metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     ) -> Result<Self, StoreError> {
         let key = store.setting_or_insert("cursor_key", &random_base62(43)).await?;
+        let inline = Arc::new(haken_hooks::inline::InlineCaller::new(
+            outbound.clone(),
+            store.clone(),
+            public_url.clone(),
+            config.inline_max_in_flight,
+        ));
         Ok(AppState {
+            inline,
             outbound,
             metrics,
             store,

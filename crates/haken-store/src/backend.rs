@@ -14,8 +14,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{QueryBuilder, Row};
 
 use crate::{
-    Change, Claimed, DispatchRound, HookRuntime, LogCursor, LogQuery, QueueStats, StoreError, StoreOptions, UserQuery,
-    decode, encode,
+    Change, Claimed, DispatchRound, Document, HookRuntime, LogCursor, LogQuery, QueueStats, StoreError, StoreOptions,
+    UserQuery, decode, encode,
 };
 
 /// Embedded SQLite: a one-connection pool serialises writers (so commit order is `seq` order
@@ -135,7 +135,7 @@ fn foreign_key_violation(e: &sqlx::Error) -> bool {
 }
 
 macro_rules! backend_impl {
-    ($backend:ty, $db:ty, $row:ty, for_update = $lock:literal, skip_locked = $skip:literal, poll_by_tx = $poll_by_tx:literal, notify = $notify:literal) => {
+    ($backend:ty, $db:ty, $row:ty, for_update = $lock:literal, skip_locked = $skip:literal, poll_by_tx = $poll_by_tx:literal, notify = $notify:literal, email_expr = $email_expr:literal, name_expr = $name_expr:literal) => {
         impl $backend {
             /// Writes the events and, for each hook that receives one, an outbox row. Returns
             /// whether anything was routed (the caller wakes the dispatcher after commit).
@@ -688,6 +688,169 @@ macro_rules! backend_impl {
                 Ok(())
             }
 
+            // ---- documents (inline hooks, hook keys, apps, policies, sessions, jobs) ----
+
+            fn doc_write_error(e: sqlx::Error) -> StoreError {
+                match &e {
+                    sqlx::Error::Database(d) if d.is_unique_violation() => {
+                        if d.message().contains("lookup") { StoreError::Conflict("lookup") } else { StoreError::Conflict("name") }
+                    }
+                    _ => e.into(),
+                }
+            }
+
+            pub(crate) async fn insert_doc<T: Document>(&self, doc: &T, events: &[LogEvent]) -> Result<(), StoreError> {
+                let mut tx = self.begin().await?;
+                sqlx::query("INSERT INTO documents (kind, id, name_lower, lookup, parent, data) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(T::KIND)
+                    .bind(doc.doc_id())
+                    .bind(doc.doc_name().map(|n| n.to_lowercase()))
+                    .bind(doc.doc_lookup())
+                    .bind(doc.doc_parent())
+                    .bind(encode(doc)?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(Self::doc_write_error)?;
+                let routed = self.insert_events(&mut tx, events).await?;
+                tx.commit().await?;
+                self.after_commit(routed);
+                Ok(())
+            }
+
+            pub(crate) async fn get_doc<T: Document>(&self, id: &str) -> Result<Option<T>, StoreError> {
+                let row = sqlx::query("SELECT data FROM documents WHERE kind = $1 AND id = $2")
+                    .bind(T::KIND)
+                    .bind(id)
+                    .fetch_optional(&self.read)
+                    .await?;
+                row.map(|r| decode(&r.try_get::<String, _>(0)?)).transpose()
+            }
+
+            pub(crate) async fn doc_by_lookup<T: Document>(&self, lookup: &str) -> Result<Option<T>, StoreError> {
+                let row = sqlx::query("SELECT data FROM documents WHERE kind = $1 AND lookup = $2")
+                    .bind(T::KIND)
+                    .bind(lookup)
+                    .fetch_optional(&self.read)
+                    .await?;
+                row.map(|r| decode(&r.try_get::<String, _>(0)?)).transpose()
+            }
+
+            pub(crate) async fn list_docs<T: Document>(&self, parent: Option<&str>, after_seq: i64, limit: i64) -> Result<Vec<(i64, T)>, StoreError> {
+                let rows = match parent {
+                    Some(p) => sqlx::query("SELECT seq, data FROM documents WHERE kind = $1 AND parent = $2 AND seq > $3 ORDER BY seq LIMIT $4")
+                        .bind(T::KIND)
+                        .bind(p)
+                        .bind(after_seq)
+                        .bind(limit)
+                        .fetch_all(&self.read)
+                        .await?,
+                    None => sqlx::query("SELECT seq, data FROM documents WHERE kind = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+                        .bind(T::KIND)
+                        .bind(after_seq)
+                        .bind(limit)
+                        .fetch_all(&self.read)
+                        .await?,
+                };
+                rows.iter().map(|r| Ok((r.try_get::<i64, _>(0)?, decode(&r.try_get::<String, _>(1)?)?))).collect()
+            }
+
+            pub(crate) async fn count_docs<T: Document>(&self) -> Result<i64, StoreError> {
+                let row = sqlx::query("SELECT COUNT(*) FROM documents WHERE kind = $1").bind(T::KIND).fetch_one(&self.read).await?;
+                Ok(row.try_get::<i64, _>(0)?)
+            }
+
+            pub(crate) async fn update_doc<T, E, F>(&self, id: &str, f: F) -> Result<T, E>
+            where
+                T: Document + Clone,
+                E: From<StoreError> + Send,
+                F: FnOnce(T) -> Result<Option<Change<T>>, E> + Send,
+            {
+                let mut tx = self.begin().await?;
+                let row = sqlx::query(concat!("SELECT data FROM documents WHERE kind = $1 AND id = $2", $lock))
+                    .bind(T::KIND)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(StoreError::from)?;
+                let current: T = match row {
+                    Some(r) => decode(&r.try_get::<String, _>(0).map_err(StoreError::from)?)?,
+                    None => return Err(StoreError::NotFound.into()),
+                };
+                let Some(change) = f(current.clone())? else {
+                    return Ok(current);
+                };
+                sqlx::query("UPDATE documents SET name_lower = $3, lookup = $4, parent = $5, data = $6 WHERE kind = $1 AND id = $2")
+                    .bind(T::KIND)
+                    .bind(id)
+                    .bind(change.value.doc_name().map(|n| n.to_lowercase()))
+                    .bind(change.value.doc_lookup())
+                    .bind(change.value.doc_parent())
+                    .bind(encode(&change.value)?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(Self::doc_write_error)?;
+                let routed = self.insert_events(&mut tx, &change.events).await?;
+                tx.commit().await.map_err(StoreError::from)?;
+                self.after_commit(routed);
+                Ok(change.value)
+            }
+
+            pub(crate) async fn delete_doc<T, E, F>(&self, id: &str, f: F) -> Result<(), E>
+            where
+                T: Document,
+                E: From<StoreError> + Send,
+                F: FnOnce(&T) -> Result<Vec<LogEvent>, E> + Send,
+            {
+                let mut tx = self.begin().await?;
+                let row = sqlx::query(concat!("SELECT data FROM documents WHERE kind = $1 AND id = $2", $lock))
+                    .bind(T::KIND)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(StoreError::from)?;
+                let current: T = match row {
+                    Some(r) => decode(&r.try_get::<String, _>(0).map_err(StoreError::from)?)?,
+                    None => return Err(StoreError::NotFound.into()),
+                };
+                let events = f(&current)?;
+                sqlx::query("DELETE FROM documents WHERE kind = $1 AND id = $2")
+                    .bind(T::KIND)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from)?;
+                let routed = self.insert_events(&mut tx, &events).await?;
+                tx.commit().await.map_err(StoreError::from)?;
+                self.after_commit(routed);
+                Ok(())
+            }
+
+            /// Users whose profile `email` is `email` (ignoring case), oldest first.
+            pub(crate) async fn users_by_email(&self, email: &str, limit: i64) -> Result<Vec<User>, StoreError> {
+                let rows = sqlx::query(concat!("SELECT data FROM users WHERE ", $email_expr, " = $1 ORDER BY seq LIMIT $2"))
+                    .bind(email.to_lowercase())
+                    .bind(limit)
+                    .fetch_all(&self.read)
+                    .await?;
+                rows.iter().map(|r| decode(&r.try_get::<String, _>(0)?)).collect()
+            }
+
+            /// Users whose profile `firstName` and `lastName` are these (ignoring case), oldest first.
+            pub(crate) async fn users_by_name(&self, first: &str, last: &str, limit: i64) -> Result<Vec<User>, StoreError> {
+                let rows = sqlx::query(concat!("SELECT data FROM users WHERE ", $name_expr, " = $1 ORDER BY seq LIMIT $2"))
+                    .bind(format!("{}\u{1f}{}", first.to_lowercase(), last.to_lowercase()))
+                    .bind(limit)
+                    .fetch_all(&self.read)
+                    .await?;
+                rows.iter().map(|r| decode(&r.try_get::<String, _>(0)?)).collect()
+            }
+
+            // ---- registration and policies ----
+
+            // ---- user import ----
+
+            // ---- sign-in and sessions ----
+
             // ---- deliveries ----
 
             fn delivery_from_row(r: &$row) -> Result<Delivery, StoreError> {
@@ -1220,7 +1383,9 @@ backend_impl!(
     for_update = "",
     skip_locked = "",
     poll_by_tx = false,
-    notify = ""
+    notify = "",
+    email_expr = "lower(json_extract(data, '$.profile.email'))",
+    name_expr = "(lower(json_extract(data, '$.profile.firstName')) || char(31) || lower(json_extract(data, '$.profile.lastName')))"
 );
 backend_impl!(
     PgBackend,
@@ -1231,5 +1396,7 @@ backend_impl!(
     // Concurrent writers commit out of `seq` order; polling readers page by (transaction id,
     // seq) below the oldest running transaction instead, which no later commit can precede.
     poll_by_tx = true,
-    notify = "SELECT pg_notify('haken_outbox', '')"
+    notify = "SELECT pg_notify('haken_outbox', '')",
+    email_expr = "lower((data::jsonb) -> 'profile' ->> 'email')",
+    name_expr = "(lower((data::jsonb) -> 'profile' ->> 'firstName') || chr(31) || lower((data::jsonb) -> 'profile' ->> 'lastName'))"
 );

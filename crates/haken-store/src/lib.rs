@@ -45,6 +45,52 @@ pub enum StoreError {
     BadUrl(String),
 }
 
+/// A resource kept as a JSON document in the `documents` table: the kinds that need no
+/// columns of their own (inline hooks, hook keys, apps, policies, sessions, import jobs).
+pub trait Document: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static {
+    /// The kind's name in the table; never change it once stored.
+    const KIND: &'static str;
+    fn doc_id(&self) -> &str;
+    /// Unique within the kind, ignoring case.
+    fn doc_name(&self) -> Option<String> {
+        None
+    }
+    /// A second key, unique within the kind.
+    fn doc_lookup(&self) -> Option<String> {
+        None
+    }
+    /// The document this one belongs to.
+    fn doc_parent(&self) -> Option<String> {
+        None
+    }
+}
+
+impl Document for haken_core::inline_hook::InlineHook {
+    const KIND: &'static str = "inline_hook";
+    fn doc_id(&self) -> &str {
+        &self.id
+    }
+    fn doc_name(&self) -> Option<String> {
+        Some(self.name.clone())
+    }
+    fn doc_parent(&self) -> Option<String> {
+        Some(self.hook_type.as_str().to_owned())
+    }
+}
+
+impl Document for haken_core::inline_hook::HookKey {
+    const KIND: &'static str = "hook_key";
+    fn doc_id(&self) -> &str {
+        &self.id
+    }
+    fn doc_name(&self) -> Option<String> {
+        Some(self.name.clone())
+    }
+    fn doc_lookup(&self) -> Option<String> {
+        Some(self.key_id.clone())
+    }
+}
+
 /// Decides, inside the write transaction, which event hooks receive an event. Implemented by
 /// `haken-hooks` (event types and filters are hook semantics the store does not know).
 pub trait EventRouter: Send + Sync + 'static {
@@ -531,6 +577,81 @@ impl Store {
     pub async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
         dispatch!(self.queue_stats())
     }
+
+    // ---- documents ----
+
+    /// Stores a new document; [`StoreError::Conflict`] (`name` or `lookup`) when its name or
+    /// lookup key is taken within its kind.
+    pub async fn insert_doc<T: Document>(&self, doc: &T, events: &[LogEvent]) -> Result<(), StoreError> {
+        dispatch!(self.insert_doc(doc, events))
+    }
+
+    pub async fn get_doc<T: Document>(&self, id: &str) -> Result<Option<T>, StoreError> {
+        dispatch!(self.get_doc(id))
+    }
+
+    /// A document by its lookup key.
+    pub async fn doc_by_lookup<T: Document>(&self, lookup: &str) -> Result<Option<T>, StoreError> {
+        dispatch!(self.doc_by_lookup(lookup))
+    }
+
+    /// Documents of a kind in creation order after `after_seq`, optionally only those of `parent`.
+    pub async fn list_docs<T: Document>(
+        &self,
+        parent: Option<&str>,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, T)>, StoreError> {
+        dispatch!(self.list_docs(parent, after_seq, limit))
+    }
+
+    /// Every document of a kind (for the small kinds: hooks, keys, policies).
+    pub async fn all_docs<T: Document>(&self) -> Result<Vec<T>, StoreError> {
+        Ok(self.list_docs::<T>(None, 0, 100_000).await?.into_iter().map(|(_, d)| d).collect())
+    }
+
+    pub async fn count_docs<T: Document>(&self) -> Result<i64, StoreError> {
+        match self {
+            Store::Sqlite(b) => b.count_docs::<T>().await,
+            Store::Postgres(b) => b.count_docs::<T>().await,
+        }
+    }
+
+    /// Changes a document under a write lock (see [`Store::update_user`]).
+    pub async fn update_doc<T, E, F>(&self, id: &str, f: F) -> Result<T, E>
+    where
+        T: Document + Clone,
+        E: From<StoreError> + Send,
+        F: FnOnce(T) -> Result<Option<Change<T>>, E> + Send,
+    {
+        dispatch!(self.update_doc(id, f))
+    }
+
+    /// Deletes a document if `f` agrees, writing `f`'s events.
+    pub async fn delete_doc<T, E, F>(&self, id: &str, f: F) -> Result<(), E>
+    where
+        T: Document,
+        E: From<StoreError> + Send,
+        F: FnOnce(&T) -> Result<Vec<LogEvent>, E> + Send,
+    {
+        dispatch!(self.delete_doc(id, f))
+    }
+
+    /// Users whose profile `email` equals `email`, ignoring case (at most `limit`, oldest first).
+    pub async fn users_by_email(&self, email: &str, limit: i64) -> Result<Vec<User>, StoreError> {
+        dispatch!(self.users_by_email(email, limit))
+    }
+
+    /// Users with this `firstName` and `lastName`, ignoring case (at most `limit`, oldest first).
+    pub async fn users_by_name(&self, first: &str, last: &str, limit: i64) -> Result<Vec<User>, StoreError> {
+        dispatch!(self.users_by_name(first, last, limit))
+    }
+
+    // ---- registration and policies ----
+
+    // ---- user import ----
+
+    // ---- sign-in and sessions ----
 
     // ---- System Log ----
 

@@ -88,6 +88,9 @@ const ENV_KEYS: &[&str] = &[
     "delivery_lease_secs",
     "delivery_retention_days",
     "log_retention_days",
+    "inline_max_in_flight",
+    "registration_per_minute",
+    "lockout_attempts",
 ];
 
 /// Loads the configuration in order of precedence: flags > `HAKEN_*` > file > defaults.

@@ -24,7 +24,14 @@ pub enum Reply {
     Reset,
     /// Answer the verification GET with this body instead of the echo.
     VerifyBody(String),
+    /// This status and JSON body (inline hook answers).
+    Json(u16, String),
+    /// Wait, then answer with this status and body.
+    SlowJson(Duration, u16, String),
 }
+
+/// Computes the answer from the request (inline hooks that look at what they were sent).
+pub type Responder = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
 
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -54,6 +61,8 @@ impl Recorded {
 struct Shared {
     script: VecDeque<Reply>,
     seen: Vec<Recorded>,
+    /// Answers when the script is empty (before the default of [`Reply::Ok`]).
+    responder: Option<Responder>,
 }
 
 /// The receiver; stops when dropped.
@@ -110,6 +119,19 @@ impl Receiver {
         if let Ok(mut s) = self.shared.lock() {
             s.script.extend(replies);
         }
+    }
+
+    /// Answers every request the script does not cover with `f(request)`.
+    pub fn respond_with(&self, f: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) {
+        if let Ok(mut s) = self.shared.lock() {
+            s.responder = Some(Arc::new(f));
+        }
+    }
+
+    /// Answers every request the script does not cover with this status and JSON body.
+    pub fn always_json(&self, status: u16, body: &str) {
+        let body = body.to_owned();
+        self.respond_with(move |_| Reply::Json(status, body.clone()));
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -188,8 +210,13 @@ async fn serve(mut sock: TcpStream, shared: Arc<Mutex<Shared>>) -> std::io::Resu
             .map(|(_, v)| v.clone());
         let reply = {
             let Ok(mut s) = shared.lock() else { return Ok(()) };
-            s.seen.push(Recorded { method: method.clone(), path, headers, body });
-            s.script.pop_front().unwrap_or(Reply::Ok)
+            let rec = Recorded { method: method.clone(), path, headers, body };
+            let reply = match s.script.pop_front() {
+                Some(r) => r,
+                None => s.responder.as_ref().map(|f| f(&rec)).unwrap_or(Reply::Ok),
+            };
+            s.seen.push(rec);
+            reply
         };
         let (status, extra, body) = match reply {
             Reply::Reset => return Ok(()),
@@ -200,6 +227,11 @@ async fn serve(mut sock: TcpStream, shared: Arc<Mutex<Shared>>) -> std::io::Resu
             Reply::Status(s) => (s, Vec::new(), String::new()),
             Reply::StatusWith(s, h) => (s, h, String::new()),
             Reply::VerifyBody(b) => (200, Vec::new(), b),
+            Reply::Json(s, b) => (s, Vec::new(), b),
+            Reply::SlowJson(d, s, b) => {
+                tokio::time::sleep(d).await;
+                (s, Vec::new(), b)
+            }
             Reply::Ok => match (&method[..], challenge) {
                 ("GET", Some(c)) => (200, Vec::new(), format!("{{\"verification\":\"{c}\"}}")),
                 _ => (200, Vec::new(), String::new()),
