@@ -14,6 +14,7 @@ pub mod id;
 pub mod inline_hook;
 pub mod log_event;
 pub mod schema;
+pub mod session;
 pub mod time;
 pub mod token;
 pub mod user;

@@ -91,6 +91,19 @@ impl Document for haken_core::inline_hook::HookKey {
     }
 }
 
+impl Document for haken_core::session::Session {
+    const KIND: &'static str = "session";
+    fn doc_id(&self) -> &str {
+        &self.id
+    }
+    fn doc_lookup(&self) -> Option<String> {
+        Some(self.token_hash.clone())
+    }
+    fn doc_parent(&self) -> Option<String> {
+        Some(self.user_id.clone())
+    }
+}
+
 /// Decides, inside the write transaction, which event hooks receive an event. Implemented by
 /// `haken-hooks` (event types and filters are hook semantics the store does not know).
 pub trait EventRouter: Send + Sync + 'static {

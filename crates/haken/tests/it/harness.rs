@@ -302,6 +302,32 @@ impl TestServer {
         }
     }
 
+    /// Creates an active inline hook of `hook_type` calling `uri` with a header secret; returns
+    /// its JSON.
+    pub async fn create_inline_hook(&self, name: &str, hook_type: &str, uri: &str) -> Value {
+        let a = self
+            .post(
+                "/api/v1/inlineHooks",
+                json!({
+                    "name": name,
+                    "type": hook_type,
+                    "version": "1.0.0",
+                    "channel": {
+                        "type": "HTTP",
+                        "version": "1.0.0",
+                        "config": {
+                            "uri": uri,
+                            "headers": [{ "key": "X-Test", "value": "yes" }],
+                            "authScheme": { "type": "HEADER", "key": "Authorization", "value": "Bearer hook-secret" }
+                        }
+                    }
+                }),
+            )
+            .await;
+        assert_eq!(a.status, 200, "inline hook created: {}", a.body);
+        a.body
+    }
+
     /// Events of one type.
     pub async fn events_of(&self, event_type: &str) -> Vec<Value> {
         self.events().await.into_iter().filter(|e| e["eventType"] == event_type).collect()
