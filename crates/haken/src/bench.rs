@@ -10,8 +10,10 @@ use haken_server::config::Secret;
 use serde_json::json;
 
 mod events;
+mod inline;
 
 pub use events::EventsBench;
+pub use inline::InlineBench;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
@@ -19,6 +21,8 @@ pub enum BenchCommand {
     Api(ApiBench),
     /// Event delivery end to end: API changes in, events out at a receiver on 127.0.0.1.
     Events(EventsBench),
+    /// Inline hooks: what the engine and each flow add on top of a trivial handler's round trip.
+    Inline(InlineBench),
 }
 
 #[derive(Debug, clap::Args)]
@@ -41,6 +45,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Api(a) => api(a).await,
         BenchCommand::Events(e) => events::run(e).await,
+        BenchCommand::Inline(i) => inline::run(i).await,
     }
 }
 

@@ -243,7 +243,9 @@ impl InlineCaller {
     }
 
     fn fail<E>(&self, hook: &InlineHook, failure: CallFailure) -> Decision<E> {
-        tracing::warn!(hook_id = %hook.id, hook_type = hook.hook_type.as_str(), reason = %failure, "Inline hook call failed.");
+        // Only the kind: the message may quote the handler's body, which may echo what it was
+        // sent (a typed password). The whole reason is in the System Log event.
+        tracing::warn!(hook_id = %hook.id, hook_type = hook.hook_type.as_str(), kind = failure.kind.as_str(), "Inline hook call failed.");
         if hook.shadow {
             return Decision::Proceed;
         }
