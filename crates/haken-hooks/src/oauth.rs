@@ -158,8 +158,7 @@ impl TokenCache {
         }
         // Concurrent misses for one key each fetch a token; that is rare (once per expiry) and
         // harmless, and simpler than holding a lock across the request.
-        // Built in a block: the serializer is not `Sync`, and must not live across the await
-        // below, or the call is not `Send` (flows run it inside axum handlers).
+        // The serializer is not Send: build the body in a block that ends before the await.
         let (body, credential) = {
             let mut form = form_urlencoded::Serializer::new(String::new());
             form.append_pair("grant_type", "client_credentials");
