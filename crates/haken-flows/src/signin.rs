@@ -20,7 +20,7 @@ use haken_core::{ApiError, ErrorCode, Timestamp, User, UserStatus};
 use haken_hooks::inline::commands::{CredentialVerdict, password_import};
 use haken_hooks::inline::manage::active_of_type;
 use haken_hooks::inline::{Decision, InlineCaller, request_context};
-use haken_store::{SignInWrite, Store};
+use haken_store::{SignInWrite, Store, StoreError};
 use serde_json::{Value, json};
 
 use crate::credentials::{hash_password, verify_password};
@@ -240,7 +240,11 @@ pub async fn sign_in(
             }
         })
         .await
-        .map_err(|e| flow_error(e, "User", &user.id))?;
+        .map_err(|e| match e {
+            // Deleted while the password was being checked: as if it never existed.
+            FlowError::Store(StoreError::NotFound) => authentication_failed(),
+            other => flow_error(other, "User", &user.id),
+        })?;
     match verdict {
         Verdict::Started => Ok(SignedIn::Session { user: stored, session: started, token }),
         Verdict::Expired => Ok(SignedIn::PasswordExpired { user: stored }),

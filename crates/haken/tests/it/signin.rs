@@ -129,6 +129,16 @@ async fn local_password_sign_in(backend: Backend) {
         assert_eq!(&wrong, other, "every failure looks the same");
     }
 
+    // An expired password is right but starts no session (nor counts as a failure).
+    let cy = s.create_user("cy@example.org", "Cy", "Young").await;
+    let cy_id = cy["id"].as_str().unwrap_or_default();
+    s.post(&format!("/api/v1/users/{cy_id}/lifecycle/expire_password"), json!(null)).await.ok();
+    let expired = authn(&s, "cy@example.org", LOCAL_PW).await;
+    assert_eq!(expired.ok()["status"], "PASSWORD_EXPIRED");
+    assert!(expired.body.get("sessionToken").is_none());
+    assert_eq!(expired.body["_embedded"]["user"]["id"], cy_id);
+    failure_shape(&authn(&s, "cy@example.org", "Wrong-Password-1").await);
+
     // Bad requests are told what is wrong (without echoing what was sent).
     let missing = s
         .send(
@@ -169,11 +179,21 @@ async fn local_password_sign_in(backend: Backend) {
         .filter(|e| e["outcome"]["result"] == "FAILURE")
         .filter_map(|e| e["outcome"]["reason"].as_str())
         .collect();
-    assert_eq!(reasons, ["INVALID_CREDENTIALS", "INVALID_CREDENTIALS", "INVALID_CREDENTIALS", "USER_NOT_ACTIVE"]);
+    assert_eq!(
+        reasons,
+        [
+            "INVALID_CREDENTIALS",
+            "INVALID_CREDENTIALS",
+            "INVALID_CREDENTIALS",
+            "USER_NOT_ACTIVE",
+            "PASSWORD_EXPIRED",
+            "INVALID_CREDENTIALS"
+        ]
+    );
     let unknown_ev = starts.iter().find(|e| e["actor"]["alternateId"] == "nobody@example.org");
     assert!(unknown_ev.is_some_and(|e| e["actor"]["id"] == "unknown"), "the typed username is the actor");
     let auth: Vec<&Value> = events.iter().filter(|e| e["eventType"] == "user.authentication.authenticate").collect();
-    assert_eq!(auth.len(), 2, "one per password actually checked");
+    assert_eq!(auth.len(), 4, "one per password actually checked");
     assert_eq!(auth[0]["outcome"]["result"], "SUCCESS");
     assert_eq!(auth[0]["authenticationContext"]["credentialProvider"], "OKTA_CREDENTIAL_PROVIDER");
     assert_eq!(auth[1]["outcome"]["reason"], "INVALID_CREDENTIALS");
