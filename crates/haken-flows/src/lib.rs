@@ -5,6 +5,7 @@
 pub mod credentials;
 pub mod directory;
 pub mod schema;
+pub mod signin;
 pub mod tokens;
 
 use haken_core::ApiError;

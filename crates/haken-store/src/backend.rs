@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use haken_core::hook::{Attempt, AttemptOutcome, Delivery, DeliveryStatus, EventHook};
+use haken_core::session::Session;
 use haken_core::token::ApiToken;
 use haken_core::{Group, LogEvent, Timestamp, User};
 use serde_json::Value;
@@ -14,8 +15,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{QueryBuilder, Row};
 
 use crate::{
-    Change, Claimed, DispatchRound, Document, HookRuntime, LogCursor, LogQuery, QueueStats, StoreError, StoreOptions,
-    UserQuery, decode, encode,
+    Change, Claimed, DispatchRound, Document, HookRuntime, LogCursor, LogQuery, QueueStats, SignInWrite, StoreError,
+    StoreOptions, UserQuery, decode, encode,
 };
 
 /// Embedded SQLite: a one-connection pool serialises writers (so commit order is `seq` order
@@ -850,6 +851,58 @@ macro_rules! backend_impl {
             // ---- user import ----
 
             // ---- sign-in and sessions ----
+
+            pub(crate) async fn user_by_login(&self, login: &str) -> Result<Option<User>, StoreError> {
+                let row = sqlx::query("SELECT data FROM users WHERE login_lower = $1")
+                    .bind(login.to_lowercase())
+                    .fetch_optional(&self.read)
+                    .await?;
+                row.map(|r| decode(&r.try_get::<String, _>(0)?)).transpose()
+            }
+
+            pub(crate) async fn record_sign_in<R, E, F>(&self, user_id: &str, f: F) -> Result<(User, R), E>
+            where
+                R: Send,
+                E: From<StoreError> + Send,
+                F: FnOnce(User) -> Result<(SignInWrite, R), E> + Send,
+            {
+                let mut tx = self.begin().await?;
+                let current: User = Self::lock_doc(&mut tx, concat!("SELECT data FROM users WHERE id = $1", $lock), user_id)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                let (write, verdict) = f(current.clone())?;
+                let user = match write.user {
+                    Some(user) => {
+                        sqlx::query("UPDATE users SET login_lower = $2, status = $3, last_updated = $4, data = $5 WHERE id = $1")
+                            .bind(&user.id)
+                            .bind(user.login().to_lowercase())
+                            .bind(user.status.as_str())
+                            .bind(user.last_updated.millis())
+                            .bind(encode(&user)?)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(StoreError::from)?;
+                        user
+                    }
+                    None => current,
+                };
+                if let Some(session) = &write.session {
+                    sqlx::query("INSERT INTO documents (kind, id, name_lower, lookup, parent, data) VALUES ($1, $2, $3, $4, $5, $6)")
+                        .bind(<Session as Document>::KIND)
+                        .bind(session.doc_id())
+                        .bind(session.doc_name().map(|n| n.to_lowercase()))
+                        .bind(session.doc_lookup())
+                        .bind(session.doc_parent())
+                        .bind(encode(session)?)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(Self::doc_write_error)?;
+                }
+                let routed = self.insert_events(&mut tx, &write.events).await?;
+                tx.commit().await.map_err(StoreError::from)?;
+                self.after_commit(routed);
+                Ok((user, verdict))
+            }
 
             // ---- deliveries ----
 

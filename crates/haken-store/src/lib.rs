@@ -223,6 +223,16 @@ pub struct Change<T> {
     pub events: Vec<LogEvent>,
 }
 
+/// What one sign-in attempt writes (see [`Store::record_sign_in`]).
+#[derive(Debug, Default)]
+pub struct SignInWrite {
+    /// The user's new row (failure counter, lock, `lastLogin`, an imported password).
+    pub user: Option<User>,
+    /// The session a successful sign-in starts.
+    pub session: Option<haken_core::session::Session>,
+    pub events: Vec<LogEvent>,
+}
+
 macro_rules! dispatch {
     ($self:ident . $method:ident ( $($arg:expr),* )) => {
         match $self {
@@ -665,6 +675,25 @@ impl Store {
     // ---- user import ----
 
     // ---- sign-in and sessions ----
+
+    /// A user by login only (case-insensitive); unlike [`Store::get_user`] an id never matches,
+    /// so a sign-in cannot name a user by id.
+    pub async fn user_by_login(&self, login: &str) -> Result<Option<User>, StoreError> {
+        dispatch!(self.user_by_login(login))
+    }
+
+    /// Records a sign-in attempt in one transaction: reads the user under a write lock, lets
+    /// `f` decide, then writes the user's new row (if any), the new session (if any) and the
+    /// events. A session therefore exists only together with its committed events and the
+    /// user's `lastLogin`. Returns the user as stored afterwards and `f`'s verdict.
+    pub async fn record_sign_in<R, E, F>(&self, user_id: &str, f: F) -> Result<(User, R), E>
+    where
+        R: Send,
+        E: From<StoreError> + Send,
+        F: FnOnce(User) -> Result<(SignInWrite, R), E> + Send,
+    {
+        dispatch!(self.record_sign_in(user_id, f))
+    }
 
     // ---- System Log ----
 

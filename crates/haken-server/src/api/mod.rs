@@ -1,6 +1,7 @@
 //! The management API. One module per resource, each ending in `router()`; this module joins
 //! them, adds authentication and Okta's 404/405 answers.
 
+pub mod authn;
 pub mod event_hooks;
 pub mod groups;
 pub mod inline_hooks;
@@ -36,6 +37,8 @@ pub fn router(state: AppState) -> Router {
         .route_layer(from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(management)
+        // Unauthenticated: the caller signs in with a password instead of an API token.
+        .merge(authn::router())
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .method_not_allowed_fallback(method_not_allowed)

@@ -14,5 +14,6 @@ mod inline_hooks;
 mod logs;
 mod receiver;
 mod sdk;
+mod signin;
 mod tidy;
 mod users;
