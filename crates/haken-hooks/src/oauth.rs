@@ -158,25 +158,30 @@ impl TokenCache {
         }
         // Concurrent misses for one key each fetch a token; that is rare (once per expiry) and
         // harmless, and simpler than holding a lock across the request.
-        let mut form = form_urlencoded::Serializer::new(String::new());
-        form.append_pair("grant_type", "client_credentials");
-        if let Some(scope) = scope.filter(|s| !s.is_empty()) {
-            form.append_pair("scope", scope);
-        }
-        form.append_pair("client_id", client_id);
-        let credential = match auth {
-            ClientAuth::SecretPost { secret } => {
-                form.append_pair("client_secret", secret);
-                secret.clone()
+        // The serializer is not `Sync`, so it lives only in this block: held across the
+        // await below it would make every inline-hook call's future `!Send`.
+        let (form_body, credential) = {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "client_credentials");
+            if let Some(scope) = scope.filter(|s| !s.is_empty()) {
+                form.append_pair("scope", scope);
             }
-            ClientAuth::PrivateKeyJwt { private_pkcs8_der, kid } => {
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-                let jwt = client_assertion(private_pkcs8_der, kid, client_id, token_url, now)
-                    .map_err(|e| format!("cannot authenticate to token endpoint {token_url}: {e}"))?;
-                form.append_pair("client_assertion_type", JWT_BEARER);
-                form.append_pair("client_assertion", &jwt);
-                jwt
-            }
+            form.append_pair("client_id", client_id);
+            let credential = match auth {
+                ClientAuth::SecretPost { secret } => {
+                    form.append_pair("client_secret", secret);
+                    secret.clone()
+                }
+                ClientAuth::PrivateKeyJwt { private_pkcs8_der, kid } => {
+                    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+                    let jwt = client_assertion(private_pkcs8_der, kid, client_id, token_url, now)
+                        .map_err(|e| format!("cannot authenticate to token endpoint {token_url}: {e}"))?;
+                    form.append_pair("client_assertion_type", JWT_BEARER);
+                    form.append_pair("client_assertion", &jwt);
+                    jwt
+                }
+            };
+            (form.finish().into_bytes(), credential)
         };
         let req = OutboundRequest {
             method: reqwest::Method::POST,
@@ -185,7 +190,7 @@ impl TokenCache {
                 ("Content-Type".into(), "application/x-www-form-urlencoded".into()),
                 ("Accept".into(), "application/json".into()),
             ],
-            body: Some(form.finish().into_bytes()),
+            body: Some(form_body),
             timeout,
             max_response: 64 * 1024,
         };

@@ -5,8 +5,11 @@ pub mod event_hooks;
 pub mod groups;
 pub mod listing;
 pub mod logs;
+pub mod policies;
+pub mod registration;
 pub mod render;
 pub mod schemas;
+pub mod signup;
 pub mod users;
 
 use axum::Router;
@@ -31,9 +34,13 @@ pub fn router(state: AppState) -> Router {
         .merge(event_hooks::router())
         .merge(logs::router())
         .merge(schemas::router())
+        .merge(policies::router())
         .route_layer(from_fn_with_state(state.clone(), authenticate));
+    // Self-service registration is for people without an API token.
+    let self_service = registration::router(&state);
     Router::new()
         .merge(management)
+        .merge(self_service)
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .method_not_allowed_fallback(method_not_allowed)
