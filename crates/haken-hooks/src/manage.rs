@@ -58,16 +58,16 @@ fn invalid(field: &str, msg: impl std::fmt::Display) -> ApiError {
     ApiError::validation(field, msg)
 }
 
-fn valid_header_name(k: &str) -> bool {
+pub(crate) fn valid_header_name(k: &str) -> bool {
     !k.is_empty() && k.len() <= 256 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-fn valid_header_value(v: &str) -> bool {
+pub(crate) fn valid_header_value(v: &str) -> bool {
     v.len() <= 4096 && v.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// Headers Haken sets itself; a hook may not override them.
-const RESERVED_HEADERS: &[&str] = &[
+pub(crate) const RESERVED_HEADERS: &[&str] = &[
     "host",
     "content-type",
     "content-length",

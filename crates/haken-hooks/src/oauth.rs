@@ -158,9 +158,8 @@ impl TokenCache {
         }
         // Concurrent misses for one key each fetch a token; that is rare (once per expiry) and
         // harmless, and simpler than holding a lock across the request.
-        // The serializer is not `Sync`, so it lives only in this block: held across the
-        // await below it would make every inline-hook call's future `!Send`.
-        let (form_body, credential) = {
+        // The serializer is not Send: build the body in a block that ends before the await.
+        let (body, credential) = {
             let mut form = form_urlencoded::Serializer::new(String::new());
             form.append_pair("grant_type", "client_credentials");
             if let Some(scope) = scope.filter(|s| !s.is_empty()) {
@@ -190,7 +189,7 @@ impl TokenCache {
                 ("Content-Type".into(), "application/x-www-form-urlencoded".into()),
                 ("Accept".into(), "application/json".into()),
             ],
-            body: Some(form_body),
+            body: Some(body),
             timeout,
             max_response: 64 * 1024,
         };

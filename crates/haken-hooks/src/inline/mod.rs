@@ -7,6 +7,7 @@
 //! [`Decision`] and the events to commit with their change.
 
 pub mod commands;
+pub mod manage;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -502,7 +503,7 @@ fn hook_target(hook: &InlineHook) -> Target {
     }
 }
 
-fn executed_event(ctx: &EventContext, hook: &InlineHook, report: &CallReport, now: Timestamp) -> LogEvent {
+pub(crate) fn executed_event(ctx: &EventContext, hook: &InlineHook, report: &CallReport, now: Timestamp) -> LogEvent {
     let mut ev = ctx
         .event("inline_hook.executed", "Inline hook executed", now)
         .with_target(hook_target(hook))
@@ -529,7 +530,7 @@ fn executed_event(ctx: &EventContext, hook: &InlineHook, report: &CallReport, no
     ev
 }
 
-fn processed_event(
+pub(crate) fn processed_event(
     ctx: &EventContext,
     hook: &InlineHook,
     resp: &HookResponse,
@@ -619,6 +620,15 @@ mod tests {
         assert_eq!(kind(200, br#"{"error":"x"}"#), Some(FailureKind::Malformed));
         let msg = parse_response(302, b"").err().map(|f| f.message).unwrap_or_default();
         assert!(msg.contains("redirects are not followed"), "{msg}");
+    }
+
+    #[test]
+    fn calls_can_run_on_any_worker() {
+        fn is_send<T: Send>(_: &T) {}
+        fn check(c: &InlineCaller, h: &InlineHook, v: &Value) {
+            is_send(&c.call(h, v));
+        }
+        let _ = check;
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod event_hooks;
 pub mod groups;
+pub mod inline_hooks;
 pub mod listing;
 pub mod logs;
 pub mod policies;
@@ -32,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .merge(users::router())
         .merge(groups::router())
         .merge(event_hooks::router())
+        .merge(inline_hooks::router())
         .merge(logs::router())
         .merge(schemas::router())
         .merge(policies::router())
