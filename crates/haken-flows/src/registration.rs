@@ -329,10 +329,10 @@ async fn ask_hook(
     let hook = match store.get_doc::<InlineHook>(hook_id).await {
         Ok(Some(h)) => h,
         Ok(None) => {
-            // The hook may be a gate (which domains may register): without it, do not let
-            // everyone in. The administrator detaches it from the policy to reopen.
-            tracing::error!(hook_id = %hook_id, "The profile enrollment policy names an inline hook that does not exist.");
-            return (Verdict::Refused(ApiError::with_summary(ErrorCode::ValidationFailed, texts.failed)), Vec::new());
+            // Only inactive hooks can be deleted, and an inactive hook is not asked: a hook that
+            // is gone is treated the same way.
+            tracing::warn!(hook_id = %hook_id, "The profile enrollment policy names an inline hook that no longer exists.");
+            return (Verdict::Proceed(Map::new()), Vec::new());
         }
         Err(e) => {
             tracing::error!(hook_id = %hook_id, error = %e, "Could not read the registration inline hook.");

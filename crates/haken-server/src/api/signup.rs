@@ -217,13 +217,11 @@ fn place_errors(e: &ApiError, enrollment: &ProfileEnrollment, st: &mut FormState
     }
     // Okta's generic "Api validation failed: <fields>" helps nobody at the top of a form.
     let summary = if e.summary.starts_with("Api validation failed") {
-        "Please correct the fields marked below.".to_owned()
+        if placed_any { "Please correct the fields marked below." } else { "Please correct the form." }.to_owned()
     } else {
         e.summary.clone()
     };
-    if !placed_any || !e.summary.starts_with("Api validation failed") {
-        st.top.insert(0, summary);
-    }
+    st.top.insert(0, summary);
 }
 
 async fn submit_form(

@@ -14,6 +14,7 @@ use crate::receiver::{Receiver, Reply};
 
 both!(
     policy_shapes_and_validation,
+    concurrent_first_use_makes_one_policy,
     registration_without_hook,
     hook_payload_and_profile_update,
     hook_denials,
@@ -219,6 +220,33 @@ async fn policy_shapes_and_validation(b: Backend) {
     s.stop().await;
 }
 
+async fn concurrent_first_use_makes_one_policy(b: Backend) {
+    let s = TestServer::start(b).await;
+    // Every request below may be the first use and try to create the default policy.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let http = s.http.clone();
+            let url = if i % 2 == 0 {
+                format!("{}/api/v1/policies?type=PROFILE_ENROLLMENT", s.base)
+            } else {
+                format!("{}/api/v1/policies/00pdefaultenroll0001/rules", s.base)
+            };
+            tokio::spawn(async move {
+                let resp =
+                    http.get(url).header("Authorization", format!("SSWS {}", crate::harness::TOKEN)).send().await;
+                resp.map(|r| r.status().as_u16()).unwrap_or(0)
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap_or(0), 200);
+    }
+    let store = s.store();
+    assert_eq!(store.count_docs::<haken_core::policy::Policy>().await.ok(), Some(1));
+    assert_eq!(store.count_docs::<haken_core::policy::PolicyRule>().await.ok(), Some(1));
+    s.stop().await;
+}
+
 async fn registration_without_hook(b: Backend) {
     let s = TestServer::start(b).await;
     let group = s.post("/api/v1/groups", json!({ "profile": { "name": "Self-registered" } })).await.ok().clone();
@@ -344,6 +372,10 @@ async fn hook_payload_and_profile_update(b: Backend) {
     s.post(&format!("/api/v1/inlineHooks/{hook_id}/lifecycle/deactivate"), json!(null)).await.ok();
     let before = r.posts().len();
     register(&s, signup("quiet@example.org")).await.ok();
+    assert_eq!(r.posts().len(), before);
+    // Deleting it (only inactive hooks can be) leaves the policy pointing nowhere: not asked either.
+    s.delete(&format!("/api/v1/inlineHooks/{hook_id}")).await.ok();
+    register(&s, signup("after-delete@example.org")).await.ok();
     assert_eq!(r.posts().len(), before);
     s.stop().await;
 }
