@@ -49,15 +49,34 @@ pub struct ApiError {
     pub summary: String,
     /// `errorCauses[].errorSummary`.
     pub causes: Vec<String>,
+    /// Causes with more than a summary (an inline hook's `reason`, `location`, ...). When set,
+    /// `errorCauses` is rendered from these instead of `causes`.
+    pub detailed_causes: Vec<DetailedCause>,
+}
+
+/// An `errorCauses[]` entry carried as its author sent it (fields it left out stay out).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DetailedCause {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_summary: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode) -> Self {
-        ApiError { code, summary: code.summary().to_owned(), causes: Vec::new() }
+        ApiError { code, summary: code.summary().to_owned(), causes: Vec::new(), detailed_causes: Vec::new() }
     }
 
     pub fn with_summary(code: ErrorCode, summary: impl Into<String>) -> Self {
-        ApiError { code, summary: summary.into(), causes: Vec::new() }
+        ApiError { code, summary: summary.into(), causes: Vec::new(), detailed_causes: Vec::new() }
     }
 
     /// `E0000001` naming one field: `Api validation failed: login` with the cause
@@ -67,6 +86,7 @@ impl ApiError {
             code: ErrorCode::ValidationFailed,
             summary: format!("Api validation failed: {field}"),
             causes: vec![format!("{field}: {message}")],
+            detailed_causes: Vec::new(),
         }
     }
 
@@ -76,6 +96,7 @@ impl ApiError {
             code: ErrorCode::ValidationFailed,
             summary: format!("Api validation failed: {summary_subject}"),
             causes,
+            detailed_causes: Vec::new(),
         }
     }
 
@@ -93,6 +114,13 @@ impl ApiError {
         self
     }
 
+    /// Replaces the causes with detailed ones (their summaries also become `causes`, for logs).
+    pub fn with_detailed_causes(mut self, causes: Vec<DetailedCause>) -> Self {
+        self.causes = causes.iter().filter_map(|c| c.error_summary.clone()).collect();
+        self.detailed_causes = causes;
+        self
+    }
+
     /// The body Okta sends, given the per-request `errorId`.
     pub fn body<'a>(&'a self, error_id: &'a str) -> ErrorBody<'a> {
         ErrorBody {
@@ -100,7 +128,11 @@ impl ApiError {
             error_summary: &self.summary,
             error_link: self.code.code(),
             error_id,
-            error_causes: self.causes.iter().map(|c| ErrorCause { error_summary: c }).collect(),
+            error_causes: if self.detailed_causes.is_empty() {
+                self.causes.iter().map(|c| ErrorCause::Summary { error_summary: c }).collect()
+            } else {
+                self.detailed_causes.iter().map(ErrorCause::Detailed).collect()
+            },
         }
     }
 }
@@ -129,9 +161,13 @@ pub struct ErrorBody<'a> {
 }
 
 #[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ErrorCause<'a> {
-    pub error_summary: &'a str,
+#[serde(untagged)]
+pub enum ErrorCause<'a> {
+    #[serde(rename_all = "camelCase")]
+    Summary {
+        error_summary: &'a str,
+    },
+    Detailed(&'a DetailedCause),
 }
 
 #[cfg(test)]
@@ -147,5 +183,27 @@ mod tests {
         assert_eq!(body["errorSummary"], "Api validation failed: login");
         assert_eq!(body["errorCauses"][0]["errorSummary"], "login: An object with this field already exists");
         assert_eq!(ErrorCode::RateLimited.status(), 429);
+    }
+
+    #[test]
+    fn detailed_causes_keep_what_was_sent() {
+        let e = ApiError::with_summary(ErrorCode::ValidationFailed, "No.").with_detailed_causes(vec![
+            DetailedCause {
+                error_summary: Some("Use a work address.".into()),
+                reason: Some("INVALID_EMAIL_DOMAIN".into()),
+                location: Some("data.userProfile.email".into()),
+                ..DetailedCause::default()
+            },
+            DetailedCause { reason: Some("X".into()), ..DetailedCause::default() },
+        ]);
+        let body = serde_json::to_value(e.body("abc")).unwrap_or_default();
+        assert_eq!(
+            body["errorCauses"],
+            serde_json::json!([
+                { "errorSummary": "Use a work address.", "reason": "INVALID_EMAIL_DOMAIN", "location": "data.userProfile.email" },
+                { "reason": "X" }
+            ])
+        );
+        assert_eq!(e.causes, vec!["Use a work address.".to_owned()]);
     }
 }

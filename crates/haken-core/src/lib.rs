@@ -13,6 +13,7 @@ pub mod hook;
 pub mod id;
 pub mod inline_hook;
 pub mod log_event;
+pub mod policy;
 pub mod schema;
 pub mod session;
 pub mod time;

@@ -50,11 +50,18 @@ fn normalize_profile(profile: &mut Map<String, Value>) {
 }
 
 /// Creates a user.
-pub async fn create_user(
+pub async fn create_user(store: &Store, ctx: &EventContext, req: NewUser, now: Timestamp) -> Result<User, ApiError> {
+    create_user_with_events(store, ctx, req, now, Vec::new()).await
+}
+
+/// Creates a user, committing `prior` events (what led to the creation, such as an inline
+/// hook's call) in the same transaction, before the user's own events.
+pub async fn create_user_with_events(
     store: &Store,
     ctx: &EventContext,
     mut req: NewUser,
     now: Timestamp,
+    prior: Vec<LogEvent>,
 ) -> Result<User, ApiError> {
     normalize_profile(&mut req.profile);
     let schema = schema::load(store).await?;
@@ -115,7 +122,8 @@ pub async fn create_user(
         },
         failed_sign_ins: 0,
     };
-    let mut events = vec![ctx.user_event("user.lifecycle.create", "Create okta user", &user, now)];
+    let mut events = prior;
+    events.push(ctx.user_event("user.lifecycle.create", "Create okta user", &user, now));
     if req.activate {
         events.push(ctx.user_event("user.lifecycle.activate", "Activate Okta user", &user, now));
     }
@@ -157,8 +165,21 @@ pub async fn update_user(
     store: &Store,
     ctx: &EventContext,
     id: &str,
+    req: UserUpdate,
+    now: Timestamp,
+) -> Result<User, ApiError> {
+    update_user_with_events(store, ctx, id, req, now, Vec::new()).await
+}
+
+/// [`update_user`], committing `prior` events in the same transaction before the update's own
+/// (they are written even when the update changes nothing).
+pub async fn update_user_with_events(
+    store: &Store,
+    ctx: &EventContext,
+    id: &str,
     mut req: UserUpdate,
     now: Timestamp,
+    prior: Vec<LogEvent>,
 ) -> Result<User, ApiError> {
     if req.replace && req.profile.is_none() {
         return Err(ApiError::validation("profile", "The field cannot be left blank"));
@@ -209,7 +230,8 @@ pub async fn update_user(
                 user.profile = next;
             }
             let changed = changed_attributes(&before, &user.profile);
-            let mut events = Vec::new();
+            let mut events = prior;
+            let prior_len = events.len();
             if !changed.is_empty() {
                 let from: Map<String, Value> =
                     changed.iter().map(|k| (k.clone(), before.get(k).cloned().unwrap_or(Value::Null))).collect();
@@ -242,8 +264,12 @@ pub async fn update_user(
                 user.credentials.recovery_question = Some(q);
                 user.credentials.recovery_answer_hash = Some(a);
             }
-            if events.is_empty() && !recovery_changed {
-                return Ok(None);
+            if events.len() == prior_len && !recovery_changed {
+                if prior_len == 0 {
+                    return Ok(None);
+                }
+                // Nothing changed, but the events that led here are still written.
+                return Ok(Some(Change { value: user, events }));
             }
             user.last_updated = now;
             Ok(Some(Change { value: user, events }))

@@ -4,6 +4,7 @@
 
 pub mod credentials;
 pub mod directory;
+pub mod registration;
 pub mod schema;
 pub mod signin;
 pub mod tokens;

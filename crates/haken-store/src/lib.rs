@@ -91,6 +91,28 @@ impl Document for haken_core::inline_hook::HookKey {
     }
 }
 
+// ---- registration and policies ----
+
+impl Document for haken_core::policy::Policy {
+    const KIND: &'static str = "policy";
+    fn doc_id(&self) -> &str {
+        &self.id
+    }
+    fn doc_name(&self) -> Option<String> {
+        Some(self.name.clone())
+    }
+}
+
+impl Document for haken_core::policy::PolicyRule {
+    const KIND: &'static str = "policy_rule";
+    fn doc_id(&self) -> &str {
+        &self.id
+    }
+    fn doc_parent(&self) -> Option<String> {
+        Some(self.policy_id.clone())
+    }
+}
+
 impl Document for haken_core::session::Session {
     const KIND: &'static str = "session";
     fn doc_id(&self) -> &str {
@@ -671,6 +693,19 @@ impl Store {
     }
 
     // ---- registration and policies ----
+
+    /// Stores `doc` unless a document with its id (or name) exists; returns the stored one.
+    /// Several nodes may do this at once: one insert wins, the others read what it wrote.
+    pub async fn doc_or_insert<T: Document>(&self, doc: &T) -> Result<T, StoreError> {
+        if let Some(found) = self.get_doc::<T>(doc.doc_id()).await? {
+            return Ok(found);
+        }
+        match self.insert_doc(doc, &[]).await {
+            Ok(()) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.get_doc::<T>(doc.doc_id()).await?.ok_or(StoreError::NotFound)
+    }
 
     // ---- user import ----
 

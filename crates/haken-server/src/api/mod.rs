@@ -7,8 +7,11 @@ pub mod groups;
 pub mod inline_hooks;
 pub mod listing;
 pub mod logs;
+pub mod policies;
+pub mod registration;
 pub mod render;
 pub mod schemas;
+pub mod signup;
 pub mod users;
 
 use axum::Router;
@@ -34,11 +37,15 @@ pub fn router(state: AppState) -> Router {
         .merge(inline_hooks::router())
         .merge(logs::router())
         .merge(schemas::router())
+        .merge(policies::router())
         .route_layer(from_fn_with_state(state.clone(), authenticate));
+    // Self-service registration is for people without an API token.
+    let self_service = registration::router(&state);
     Router::new()
         .merge(management)
         // Unauthenticated: the caller signs in with a password instead of an API token.
         .merge(authn::router())
+        .merge(self_service)
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .method_not_allowed_fallback(method_not_allowed)

@@ -13,6 +13,7 @@ mod groups;
 mod inline_hooks;
 mod logs;
 mod receiver;
+mod registration;
 mod sdk;
 mod signin;
 mod tidy;
