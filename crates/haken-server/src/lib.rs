@@ -13,6 +13,7 @@ pub mod paging;
 pub mod ratelimit;
 pub mod state;
 
+use axum::serve::ListenerExt as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -120,6 +121,11 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         spawn_retention(store.clone(), delivery_retention_days, log_retention_days, tx.subscribe());
     }
     let task = tokio::spawn(async move {
+        // Without TCP_NODELAY a response written in two parts waits for the client's delayed
+        // ACK (tens of milliseconds on Linux).
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 let _ = rx.wait_for(|stop| *stop).await;

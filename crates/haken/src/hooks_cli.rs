@@ -3,6 +3,7 @@
 //! Webhooks signatures when given the secret); `list`, `verify`, `trigger`, `deliveries` and
 //! `replay` call the server's event-hook API (`--url`, `--token`) and print what it answers.
 
+use axum::serve::ListenerExt as _;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -198,11 +199,16 @@ async fn listen(args: ListenArgs) -> anyhow::Result<()> {
         Router::new().fallback(receive).layer(DefaultBodyLimit::max(64 * 1024 * 1024)).with_state(receiver.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
+        axum::serve(
+            listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            app,
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stopped.await;
+        })
+        .await
     });
     tokio::select! {
         ended = &mut server => {

@@ -4,6 +4,7 @@
 //! updates, one `user.account.update_profile` event each). In the same run, a plain HTTP
 //! client measures the raw request rate the same receiver reaches: the baseline.
 
+use axum::serve::ListenerExt as _;
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -147,6 +148,9 @@ async fn run_one(args: &EventsBench, backend: &str) -> anyhow::Result<String> {
     let app = axum::Router::new().route("/hook", axum::routing::any(receive)).with_state(rx.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let rx_url = format!("http://{}/hook", listener.local_addr()?);
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let rx_task = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let dir = std::env::temp_dir().join(format!("haken-bench-events-{}", haken_core::id::random_base62(8)));
