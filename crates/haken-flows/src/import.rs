@@ -314,7 +314,7 @@ fn coerce(kind: AttrType, v: &Value) -> Value {
         AttrType::Boolean if t.eq_ignore_ascii_case("false") => Value::Bool(false),
         AttrType::Integer => t.parse::<i64>().map(Value::from).unwrap_or_else(|_| v.clone()),
         AttrType::Number => {
-            t.parse::<f64>().ok().and_then(|f| serde_json::Number::from_f64(f)).map_or_else(|| v.clone(), Value::Number)
+            t.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or_else(|| v.clone(), Value::Number)
         }
         AttrType::Array if t.starts_with('[') => serde_json::from_str(t).unwrap_or_else(|_| v.clone()),
         _ => v.clone(),
@@ -727,7 +727,7 @@ impl Writer {
         let (kind, patch, write) = match outcome {
             Outcome::Create(user) => {
                 planned.events.extend(create_events(&self.ctx, &user, self.activated));
-                (Kind::Created, None, RowWrite::Create(*user))
+                (Kind::Created, None, RowWrite::Create(user))
             }
             Outcome::Link { patch, .. } if patch.is_empty() => (Kind::Skipped, None, RowWrite::Nothing),
             Outcome::Link { user_id, patch, .. } => (Kind::Updated, Some(patch), RowWrite::Update(user_id)),

@@ -744,7 +744,7 @@ pub enum RowWrite {
     /// Nothing but its events (a skipped row, or a failed one whose hook call is logged).
     Nothing,
     /// A new user.
-    Create(User),
+    Create(Box<User>),
     /// A change to this existing user, computed under the lock by the batch's `update`.
     Update(String),
 }
