@@ -895,14 +895,23 @@ async fn run(
     let file = path.to_owned();
     let reader = tokio::task::spawn_blocking(move || read_file(&file, format, &tx));
     let rows = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let planned = rows
-        .map(|src| {
-            let shared = shared.clone();
-            async move { plan(&shared, src).await }
-        })
-        .buffered(IN_FLIGHT);
-    futures_util::pin_mut!(planned);
-
+    // Planning (matching, the hook call) runs in its own task, so it goes on while a batch
+    // commits.
+    let (ptx, mut prx) = tokio::sync::mpsc::channel::<Planned>(BATCH_ROWS * 2);
+    let planner = tokio::spawn(async move {
+        let planned = rows
+            .map(|src| {
+                let shared = shared.clone();
+                async move { plan(&shared, src).await }
+            })
+            .buffered(IN_FLIGHT);
+        futures_util::pin_mut!(planned);
+        while let Some(p) = planned.next().await {
+            if ptx.send(p).await.is_err() {
+                return;
+            }
+        }
+    });
     let mut w = Writer {
         store: env.store.clone(),
         ctx: jctx,
@@ -916,11 +925,8 @@ async fn run(
     let mut batch: Vec<Pending> = Vec::with_capacity(BATCH_ROWS);
     let mut deadline = tokio::time::Instant::now() + BATCH_WAIT;
     loop {
-        let next = if batch.is_empty() {
-            Ok(planned.next().await)
-        } else {
-            tokio::time::timeout_at(deadline, planned.next()).await
-        };
+        let next =
+            if batch.is_empty() { Ok(prx.recv().await) } else { tokio::time::timeout_at(deadline, prx.recv()).await };
         match next {
             Ok(Some(p)) => {
                 if batch.is_empty() {
@@ -939,6 +945,7 @@ async fn run(
             Err(_) => w.flush(std::mem::take(&mut batch)).await,
         }
     }
+    let _ = planner.await;
     let read = reader.await.map_err(|e| format!("the file reader stopped: {e}")).and_then(|r| r);
     let mut job = w.job.clone();
     w.refresh_rate(&mut job);

@@ -10,8 +10,10 @@ use haken_server::config::Secret;
 use serde_json::json;
 
 mod events;
+mod import;
 
 pub use events::EventsBench;
+pub use import::ImportBench;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
@@ -19,6 +21,8 @@ pub enum BenchCommand {
     Api(ApiBench),
     /// Event delivery end to end: API changes in, events out at a receiver on 127.0.0.1.
     Events(EventsBench),
+    /// User import at scale through a trivial import hook: users/s and the server's peak memory.
+    Import(ImportBench),
 }
 
 #[derive(Debug, clap::Args)]
@@ -41,6 +45,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Api(a) => api(a).await,
         BenchCommand::Events(e) => events::run(e).await,
+        BenchCommand::Import(i) => import::run(i).await,
     }
 }
 
