@@ -4,6 +4,7 @@
 //! This crate knows nothing of HTTP or SQL. The server turns these types into wire bodies; the
 //! store persists them.
 
+pub mod app;
 pub mod catalog;
 pub mod error;
 pub mod expr;

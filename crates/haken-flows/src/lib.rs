@@ -2,8 +2,10 @@
 //! it validates, applies Okta's rules, builds the System Log events and hands the change to the
 //! store, which commits change and events together. HTTP handlers and the CLI both call these.
 
+pub mod apps;
 pub mod credentials;
 pub mod directory;
+pub mod import;
 pub mod registration;
 pub mod schema;
 pub mod signin;

@@ -15,8 +15,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{QueryBuilder, Row};
 
 use crate::{
-    Change, Claimed, DispatchRound, Document, HookRuntime, LogCursor, LogQuery, QueueStats, SignInWrite, StoreError,
-    StoreOptions, UserQuery, decode, encode,
+    Change, Claimed, DispatchRound, Document, HookRuntime, ImportRow, LogCursor, LogQuery, QueueStats, RowWrite,
+    SignInWrite, StoreError, StoreOptions, UserQuery, decode, encode,
 };
 
 /// Embedded SQLite: a one-connection pool serialises writers (so commit order is `seq` order
@@ -849,6 +849,64 @@ macro_rules! backend_impl {
             // ---- registration and policies ----
 
             // ---- user import ----
+
+            pub(crate) async fn write_import_batch<J, E, F>(&self, rows: &[ImportRow], job: Option<&J>, mut update: F) -> Result<(), E>
+            where
+                J: Document,
+                E: From<StoreError> + Send,
+                F: FnMut(usize, User) -> Result<Option<Change<User>>, E> + Send,
+            {
+                let mut tx = self.begin().await?;
+                let mut events: Vec<LogEvent> = Vec::new();
+                for (i, row) in rows.iter().enumerate() {
+                    events.extend(row.events.iter().cloned());
+                    match &row.write {
+                        RowWrite::Nothing => {}
+                        RowWrite::Create(user) => {
+                            sqlx::query("INSERT INTO users (id, login_lower, status, last_updated, data) VALUES ($1, $2, $3, $4, $5)")
+                                .bind(&user.id)
+                                .bind(user.login().to_lowercase())
+                                .bind(user.status.as_str())
+                                .bind(user.last_updated.millis())
+                                .bind(encode(user)?)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(|e| if unique_violation(&e) { StoreError::Conflict("login") } else { StoreError::from(e) })?;
+                        }
+                        RowWrite::Update(id) => {
+                            let current: User = Self::lock_doc(&mut tx, concat!("SELECT data FROM users WHERE id = $1", $lock), id)
+                                .await?
+                                .ok_or(StoreError::NotFound)?;
+                            if let Some(change) = update(i, current)? {
+                                let user = change.value;
+                                sqlx::query("UPDATE users SET login_lower = $2, status = $3, last_updated = $4, data = $5 WHERE id = $1")
+                                    .bind(&user.id)
+                                    .bind(user.login().to_lowercase())
+                                    .bind(user.status.as_str())
+                                    .bind(user.last_updated.millis())
+                                    .bind(encode(&user)?)
+                                    .execute(&mut *tx)
+                                    .await
+                                    .map_err(|e| if unique_violation(&e) { StoreError::Conflict("login") } else { StoreError::from(e) })?;
+                                events.extend(change.events);
+                            }
+                        }
+                    }
+                }
+                if let Some(job) = job {
+                    sqlx::query("UPDATE documents SET data = $3 WHERE kind = $1 AND id = $2")
+                        .bind(J::KIND)
+                        .bind(job.doc_id())
+                        .bind(encode(job)?)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::from)?;
+                }
+                let routed = self.insert_events(&mut tx, &events).await?;
+                tx.commit().await.map_err(StoreError::from)?;
+                self.after_commit(routed);
+                Ok(())
+            }
 
             // ---- sign-in and sessions ----
 

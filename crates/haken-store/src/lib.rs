@@ -709,6 +709,19 @@ impl Store {
 
     // ---- user import ----
 
+    /// Writes one batch of import rows in one transaction: each row's new user or profile
+    /// update with its events, and the job document as it stands after the batch. `update`
+    /// computes an update row's change from the user read under the write lock (`None`: no
+    /// change). Any failure rolls the whole batch back.
+    pub async fn write_import_batch<J, E, F>(&self, rows: &[ImportRow], job: Option<&J>, update: F) -> Result<(), E>
+    where
+        J: Document,
+        E: From<StoreError> + Send,
+        F: FnMut(usize, User) -> Result<Option<Change<User>>, E> + Send,
+    {
+        dispatch!(self.write_import_batch(rows, job, update))
+    }
+
     // ---- sign-in and sessions ----
 
     /// A user by login only (case-insensitive); unlike [`Store::get_user`] an id never matches,
@@ -768,6 +781,43 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(data: &str) -> Result<T, St
 
 pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+// ---- user import ----
+
+impl Document for haken_core::app::App {
+    const KIND: &'static str = "app";
+    fn doc_id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Document for haken_core::app::ImportJob {
+    const KIND: &'static str = "import_job";
+    fn doc_id(&self) -> &str {
+        &self.id
+    }
+    fn doc_parent(&self) -> Option<String> {
+        Some(self.app_id.clone())
+    }
+}
+
+/// What one imported row writes.
+#[derive(Debug, Clone)]
+pub enum RowWrite {
+    /// Nothing but its events (a skipped row, or a failed one whose hook call is logged).
+    Nothing,
+    /// A new user.
+    Create(Box<User>),
+    /// A change to this existing user, computed under the lock by the batch's `update`.
+    Update(String),
+}
+
+/// One row of an import batch: its write and the System Log events that go with it.
+#[derive(Debug, Clone)]
+pub struct ImportRow {
+    pub write: RowWrite,
+    pub events: Vec<LogEvent>,
 }
 
 /// A JSON object setting, read as a map (empty when absent).

@@ -10,9 +10,11 @@ use haken_server::config::Secret;
 use serde_json::json;
 
 mod events;
+mod import;
 mod inline;
 
 pub use events::EventsBench;
+pub use import::ImportBench;
 pub use inline::InlineBench;
 
 #[derive(Debug, clap::Subcommand)]
@@ -23,6 +25,8 @@ pub enum BenchCommand {
     Events(EventsBench),
     /// Inline hooks: what the engine and each flow add on top of a trivial handler's round trip.
     Inline(InlineBench),
+    /// User import at scale through a trivial import hook: users/s and the server's peak memory.
+    Import(ImportBench),
 }
 
 #[derive(Debug, clap::Args)]
@@ -46,6 +50,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Api(a) => api(a).await,
         BenchCommand::Events(e) => events::run(e).await,
         BenchCommand::Inline(i) => inline::run(i).await,
+        BenchCommand::Import(i) => import::run(i).await,
     }
 }
 

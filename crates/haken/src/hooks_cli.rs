@@ -355,16 +355,16 @@ fn check_signature(secret: &str, headers: &HeaderMap, body: &[u8], now: Timestam
 
 // ---- the API client ----
 
-struct Api {
-    base: Url,
-    token: String,
+pub(crate) struct Api {
+    pub(crate) base: Url,
+    pub(crate) token: String,
     /// Where the token came from, for the hint after a 401.
     token_source: &'static str,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Api {
-    fn new(flags: ApiFlags) -> anyhow::Result<Api> {
+    pub(crate) fn new(flags: ApiFlags) -> anyhow::Result<Api> {
         let base = Url::parse(&flags.url).with_context(|| format!("--url {} is not a URL", flags.url))?;
         if !matches!(base.scheme(), "http" | "https") {
             bail!("--url {} must be an http:// or https:// URL", flags.url);
@@ -405,7 +405,7 @@ impl Api {
         Ok(url)
     }
 
-    async fn get(&self, url: Url) -> anyhow::Result<(HeaderMap, Value)> {
+    pub(crate) async fn get(&self, url: Url) -> anyhow::Result<(HeaderMap, Value)> {
         self.call(reqwest::Method::GET, url, None).await
     }
 
@@ -436,7 +436,7 @@ impl Api {
         Ok((headers, value))
     }
 
-    fn error(&self, status: reqwest::StatusCode, body: Option<&Value>, bytes: &[u8]) -> anyhow::Error {
+    pub(crate) fn error(&self, status: reqwest::StatusCode, body: Option<&Value>, bytes: &[u8]) -> anyhow::Error {
         let Some(code) = body.and_then(|b| b["errorCode"].as_str()) else {
             let snippet: String = String::from_utf8_lossy(bytes).chars().take(300).collect();
             return anyhow!("the server answered {status}: {snippet}");

@@ -1,9 +1,10 @@
 //! The `haken` command: `serve` runs the identity server; `token` manages API tokens directly
-//! in the store; `bench` measures the server.
+//! in the store; `hooks` and `users import` talk to a running server; `bench` measures it.
 
 mod bench;
 mod config;
 mod hooks_cli;
+mod import_cli;
 
 use std::process::ExitCode;
 
@@ -55,6 +56,13 @@ enum Command {
         #[command(subcommand)]
         action: hooks_cli::HooksAction,
     },
+    /// Users: import a CSV or JSON Lines file through an app (and its import inline hook).
+    Users {
+        #[command(flatten)]
+        api: hooks_cli::ApiFlags,
+        #[command(subcommand)]
+        action: import_cli::UsersAction,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,6 +111,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench { what } => bench::run(what).await,
         Command::Hooks { api, action } => hooks_cli::run(api, action).await,
+        Command::Users { api, action } => import_cli::run(api, action).await,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The management API. One module per resource, each ending in `router()`; this module joins
 //! them, adds authentication and Okta's 404/405 answers.
 
+pub mod apps;
 pub mod authn;
 pub mod event_hooks;
 pub mod groups;
@@ -32,6 +33,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
     let management = Router::new()
         .merge(users::router())
+        .merge(apps::router())
         .merge(groups::router())
         .merge(event_hooks::router())
         .merge(inline_hooks::router())

@@ -347,7 +347,8 @@ async fn flows(n: usize, url: &str, raw_client: &reqwest::Client, summary: &mut 
         let mut pair = [0.0f64; 2];
         for step in 0..2 {
             let hooked = (step == 0) == (i % 2 == 1);
-            api(reqwest::Method::PUT, rule_path.clone(), attach(if hooked { reg["id"].as_str() } else { None })).await?;
+            api(reqwest::Method::PUT, rule_path.clone(), attach(if hooked { reg["id"].as_str() } else { None }))
+                .await?;
             let t = Instant::now();
             if hooked {
                 hooked_reg(i).await?;

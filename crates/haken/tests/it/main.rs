@@ -10,6 +10,7 @@ mod cli_hooks;
 mod durability;
 mod event_hooks;
 mod groups;
+mod import;
 mod inline_hooks;
 mod logs;
 mod receiver;
