@@ -351,11 +351,15 @@ async fn find_matches(
     store: &Store,
     rules: &[MatchRule],
     profile: &Map<String, Value>,
+    known: &KnownLogins,
 ) -> Result<(Vec<User>, Option<MatchRule>), StoreError> {
     for rule in rules {
         let found = match rule {
             MatchRule::Login => match text(profile, "login") {
-                Some(l) => store.get_user(l).await?.into_iter().collect(),
+                Some(l) => match known.get(&l.to_lowercase()) {
+                    Some(found) => found.iter().cloned().collect(),
+                    None => store.user_by_login(l).await?.into_iter().collect(),
+                },
                 None => Vec::new(),
             },
             MatchRule::Email => match text(profile, "email") {
@@ -424,7 +428,45 @@ fn reason_of(e: &ApiError) -> String {
     if e.causes.is_empty() { e.summary.clone() } else { e.causes.join("; ") }
 }
 
-async fn plan(job: &Job, src: Source) -> Planned {
+/// Users found by login for a chunk of rows, looked up in one query before the rows are planned
+/// (`None`: the login is not taken).
+type KnownLogins = HashMap<String, Option<User>>;
+
+/// How many rows share one login lookup.
+const LOOKUP_CHUNK: usize = 64;
+
+/// Looks up the logins of a chunk of rows at once, when login matching is on.
+async fn prefetch_logins(job: &Job, chunk: &[Source]) -> Arc<KnownLogins> {
+    let mut known = KnownLogins::new();
+    if !job.settings.matching.contains(&MatchRule::Login) {
+        return Arc::new(known);
+    }
+    let logins: Vec<String> = chunk
+        .iter()
+        .filter_map(|src| match src {
+            Source::Row { values, .. } => {
+                let profile = map_profile(&job.schema, &job.settings.mapping, values);
+                text(&profile, "login").map(str::to_lowercase)
+            }
+            Source::Bad { .. } => None,
+        })
+        .collect();
+    match job.env.store.users_by_logins(&logins).await {
+        Ok(users) => {
+            for l in logins {
+                known.insert(l, None);
+            }
+            for u in users {
+                known.insert(u.login().to_lowercase(), Some(u));
+            }
+        }
+        // Each row then asks on its own.
+        Err(e) => tracing::warn!(error = %e, "Looking up a chunk of logins failed."),
+    }
+    Arc::new(known)
+}
+
+async fn plan(job: &Job, src: Source, known: &KnownLogins) -> Planned {
     let (n, app_profile) = match src {
         Source::Row { n, values } => (n, values),
         Source::Bad { n, reason } => {
@@ -432,7 +474,7 @@ async fn plan(job: &Job, src: Source) -> Planned {
         }
     };
     let mut events = Vec::new();
-    match plan_row(job, n, app_profile, &mut events).await {
+    match plan_row(job, n, app_profile, known, &mut events).await {
         Ok((login, outcome)) => Planned { n, login, outcome, events },
         Err(reason) => Planned { n, login: None, outcome: Outcome::Fail(reason), events },
     }
@@ -442,12 +484,13 @@ async fn plan_row(
     job: &Job,
     n: u64,
     mut app_profile: Map<String, Value>,
+    known: &KnownLogins,
     events: &mut Vec<LogEvent>,
 ) -> Result<(Option<String>, Outcome), String> {
     let store = &job.env.store;
     let store_failed = |e: StoreError| format!("reading the directory failed: {e}");
     let mut profile = map_profile(&job.schema, &job.settings.mapping, &app_profile);
-    let (matches, _rule) = find_matches(store, &job.settings.matching, &profile).await.map_err(store_failed)?;
+    let (matches, _rule) = find_matches(store, &job.settings.matching, &profile, known).await.map_err(store_failed)?;
     let default = if matches.is_empty() { ImportAction::CreateUser } else { ImportAction::LinkUser };
     let mut action: Option<ImportAction> = None;
     let mut link_to: Option<String> = None;
@@ -900,9 +943,21 @@ async fn run(
     let (ptx, mut prx) = tokio::sync::mpsc::channel::<Planned>(BATCH_ROWS * 2);
     let planner = tokio::spawn(async move {
         let planned = rows
-            .map(|src| {
+            .ready_chunks(LOOKUP_CHUNK)
+            .then({
                 let shared = shared.clone();
-                async move { plan(&shared, src).await }
+                move |chunk| {
+                    let shared = shared.clone();
+                    async move {
+                        let known = prefetch_logins(&shared, &chunk).await;
+                        futures_util::stream::iter(chunk.into_iter().map(move |src| (src, known.clone())))
+                    }
+                }
+            })
+            .flatten()
+            .map(|(src, known)| {
+                let shared = shared.clone();
+                async move { plan(&shared, src, &known).await }
             })
             .buffered(IN_FLIGHT);
         futures_util::pin_mut!(planned);

@@ -158,6 +158,9 @@ macro_rules! backend_impl {
                     }
                 }
                 let mut routed_any = false;
+                // One multi-row statement per chunk: a write's events (an import batch holds
+                // hundreds) cost one round trip, not one each.
+                let mut rows: Vec<(&LogEvent, String, Vec<String>)> = Vec::with_capacity(events.len());
                 for ev in events {
                     let targets = router.map(|r| r.route(ev)).unwrap_or_default();
                     let data = if targets.is_empty() {
@@ -169,21 +172,36 @@ macro_rules! backend_impl {
                         }
                         encode(&ev)?
                     };
-                    let row = sqlx::query("INSERT INTO log_events (uuid, published, event_type, data) VALUES ($1, $2, $3, $4) RETURNING seq")
-                        .bind(&ev.uuid)
-                        .bind(ev.published.millis())
-                        .bind(&ev.event_type)
-                        .bind(data)
-                        .fetch_one(&mut **tx)
-                        .await?;
-                    let seq: i64 = row.try_get(0)?;
-                    for hook_id in &targets {
-                        sqlx::query("INSERT INTO outbox (hook_id, event_seq, created) VALUES ($1, $2, $3)")
-                            .bind(hook_id)
-                            .bind(seq)
-                            .bind(ev.published.millis())
-                            .execute(&mut **tx)
-                            .await?;
+                    rows.push((ev, data, targets));
+                }
+                for chunk in rows.chunks(500) {
+                    let mut b: QueryBuilder<$db> = QueryBuilder::new("INSERT INTO log_events (uuid, published, event_type, data) ");
+                    b.push_values(chunk, |mut r, (ev, data, _)| {
+                        r.push_bind(ev.uuid.as_str()).push_bind(ev.published.millis()).push_bind(ev.event_type.as_str()).push_bind(data.as_str());
+                    });
+                    if chunk.iter().all(|(_, _, t)| t.is_empty()) {
+                        b.build().execute(&mut **tx).await?;
+                        continue;
+                    }
+                    b.push(" RETURNING uuid, seq");
+                    let returned = b.build().fetch_all(&mut **tx).await?;
+                    let mut seq_of = std::collections::HashMap::with_capacity(returned.len());
+                    for r in &returned {
+                        seq_of.insert(r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?);
+                    }
+                    let mut outbox: Vec<(&str, i64, i64)> = Vec::new();
+                    for (ev, _, targets) in chunk {
+                        let seq = *seq_of.get(&ev.uuid).ok_or_else(|| StoreError::Corrupt(format!("no seq for event {}", ev.uuid)))?;
+                        for hook_id in targets {
+                            outbox.push((hook_id.as_str(), seq, ev.published.millis()));
+                        }
+                    }
+                    for part in outbox.chunks(500) {
+                        let mut ob: QueryBuilder<$db> = QueryBuilder::new("INSERT INTO outbox (hook_id, event_seq, created) ");
+                        ob.push_values(part, |mut r, (hook_id, seq, created)| {
+                            r.push_bind(*hook_id).push_bind(*seq).push_bind(*created);
+                        });
+                        ob.build().execute(&mut **tx).await?;
                         routed_any = true;
                     }
                 }
@@ -850,6 +868,22 @@ macro_rules! backend_impl {
 
             // ---- user import ----
 
+            pub(crate) async fn users_by_logins(&self, logins: &[String]) -> Result<Vec<User>, StoreError> {
+                let mut out = Vec::with_capacity(logins.len());
+                for chunk in logins.chunks(500) {
+                    let mut b: QueryBuilder<$db> = QueryBuilder::new("SELECT data FROM users WHERE login_lower IN (");
+                    let mut sep = b.separated(", ");
+                    for l in chunk {
+                        sep.push_bind(l.as_str());
+                    }
+                    b.push(")");
+                    for r in b.build().fetch_all(&self.read).await? {
+                        out.push(decode(&r.try_get::<String, _>(0)?)?);
+                    }
+                }
+                Ok(out)
+            }
+
             pub(crate) async fn write_import_batch<J, E, F>(&self, rows: &[ImportRow], job: Option<&J>, mut update: F) -> Result<(), E>
             where
                 J: Document,
@@ -858,21 +892,12 @@ macro_rules! backend_impl {
             {
                 let mut tx = self.begin().await?;
                 let mut events: Vec<LogEvent> = Vec::new();
+                let mut creates: Vec<(&User, String)> = Vec::new();
                 for (i, row) in rows.iter().enumerate() {
                     events.extend(row.events.iter().cloned());
                     match &row.write {
                         RowWrite::Nothing => {}
-                        RowWrite::Create(user) => {
-                            sqlx::query("INSERT INTO users (id, login_lower, status, last_updated, data) VALUES ($1, $2, $3, $4, $5)")
-                                .bind(&user.id)
-                                .bind(user.login().to_lowercase())
-                                .bind(user.status.as_str())
-                                .bind(user.last_updated.millis())
-                                .bind(encode(user)?)
-                                .execute(&mut *tx)
-                                .await
-                                .map_err(|e| if unique_violation(&e) { StoreError::Conflict("login") } else { StoreError::from(e) })?;
-                        }
+                        RowWrite::Create(user) => creates.push((user, encode(&**user)?)),
                         RowWrite::Update(id) => {
                             let current: User = Self::lock_doc(&mut tx, concat!("SELECT data FROM users WHERE id = $1", $lock), id)
                                 .await?
@@ -892,6 +917,22 @@ macro_rules! backend_impl {
                             }
                         }
                     }
+                }
+                // New users in multi-row statements; a taken login fails the whole batch, which
+                // the caller then retries row by row.
+                for chunk in creates.chunks(200) {
+                    let mut b: QueryBuilder<$db> = QueryBuilder::new("INSERT INTO users (id, login_lower, status, last_updated, data) ");
+                    b.push_values(chunk, |mut r, (user, data)| {
+                        r.push_bind(user.id.as_str())
+                            .push_bind(user.login().to_lowercase())
+                            .push_bind(user.status.as_str())
+                            .push_bind(user.last_updated.millis())
+                            .push_bind(data.as_str());
+                    });
+                    b.build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| if unique_violation(&e) { StoreError::Conflict("login") } else { StoreError::from(e) })?;
                 }
                 if let Some(job) = job {
                     sqlx::query("UPDATE documents SET data = $3 WHERE kind = $1 AND id = $2")

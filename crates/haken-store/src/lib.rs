@@ -709,6 +709,14 @@ impl Store {
 
     // ---- user import ----
 
+    /// The users whose login is one of `logins` (lowercase), in one query per 500.
+    pub async fn users_by_logins(&self, logins: &[String]) -> Result<Vec<User>, StoreError> {
+        if logins.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self.users_by_logins(logins))
+    }
+
     /// Writes one batch of import rows in one transaction: each row's new user or profile
     /// update with its events, and the job document as it stands after the batch. `update`
     /// computes an update row's change from the user read under the write lock (`None`: no
