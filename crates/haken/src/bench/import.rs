@@ -154,6 +154,9 @@ pub async fn run(args: ImportBench) -> anyhow::Result<()> {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let hook_url = format!("http://{}/hook", listener.local_addr()?);
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let hook_task = tokio::spawn(async move { axum::serve(listener, hook).await });
 
     let dir = std::env::temp_dir().join(format!("haken-bench-import-{}", haken_core::id::random_base62(8)));

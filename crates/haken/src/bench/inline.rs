@@ -482,7 +482,64 @@ async fn flows(n: usize, url: &str, raw_client: &reqwest::Client, summary: &mut 
         "password_import_flow_added_p50_ms={:.3} password_import_flow_added_p99_ms={:.3}",
         added.p50, added.p99
     ));
+
+    // User import: the same file through an app with the import hook, and through one without.
+    let imp_uri =
+        start_handler(r#"{"commands":[{"type":"com.okta.user.profile.update","value":{"nickName":"imported"}}]}"#)
+            .await?;
+    let imp = api(
+        reqwest::Method::POST,
+        "/api/v1/inlineHooks".into(),
+        hook_body("bench-import", "com.okta.import.transform", &imp_uri),
+    )
+    .await?;
+    let rows = IMPORT_ROWS;
+    let mut rates = Vec::new();
+    for (tag, hook_id) in [("hooked", imp["id"].clone()), ("plain", serde_json::Value::Null)] {
+        let mut import = json!({ "matching": ["LOGIN"] });
+        if !hook_id.is_null() {
+            import["inlineHookId"] = hook_id;
+        }
+        let app = api(
+            reqwest::Method::POST,
+            "/api/v1/apps".into(),
+            json!({ "name": "haken_import", "label": format!("bench {tag}"),
+            "signOnMode": "BOOKMARK", "settings": { "import": import } }),
+        )
+        .await?;
+        let app_id = app["id"].as_str().unwrap_or_default().to_owned();
+        let mut csv = String::from("userName,email,firstName,lastName\n");
+        for i in 0..rows {
+            csv.push_str(&format!("{tag}{i}@example.org,{tag}{i}@example.org,Row,Number{i}\n"));
+        }
+        let started = Instant::now();
+        let r = c
+            .post(format!("{base}/api/v1/apps/{app_id}/imports"))
+            .header("Authorization", format!("SSWS {token}"))
+            .header("Content-Type", "text/csv")
+            .body(csv)
+            .send()
+            .await?;
+        let mut job: serde_json::Value = r.json().await?;
+        let url = format!("{base}/api/v1/apps/{app_id}/imports/{}", job["id"].as_str().unwrap_or_default());
+        while job["status"] == "RUNNING" {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            job = c.get(&url).header("Authorization", format!("SSWS {token}")).send().await?.json().await?;
+        }
+        anyhow::ensure!(job["status"] == "COMPLETED", "the import did not complete: {job}");
+        let created = job["counts"]["created"].as_u64().unwrap_or(0);
+        anyhow::ensure!(created == rows as u64, "the import created {created} of {rows} users: {job}");
+        rates.push(created as f64 / started.elapsed().as_secs_f64());
+    }
+    println!(
+        "user import ({rows} rows, upload included): with the hook {:.0} users/s; without a hook {:.0} users/s",
+        rates[0], rates[1]
+    );
+    summary.push(format!("import_users/s={:.0} import_without_hook_users/s={:.0}", rates[0], rates[1]));
     server.shutdown().await?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// Rows of the import measured by `haken bench inline` (`haken bench import` goes to 100,000).
+const IMPORT_ROWS: usize = 20_000;
