@@ -13,6 +13,9 @@ use haken_store::{Change, Store, StoreError};
 
 use crate::client::{OutboundClient, UrlPolicy};
 
+/// The resource name in not-found answers.
+const HOOK: &str = "EventHook";
+
 /// Event types one hook may subscribe to.
 pub const MAX_EVENT_TYPES: usize = 300;
 /// Event hooks per server (Okta allows 25 active and verified; Haken counts all).
@@ -249,9 +252,10 @@ fn event(ctx: &EventContext, kind: &str, msg: &str, hook: &EventHook, now: Times
     ctx.event(kind, msg, now).with_target(target(hook))
 }
 
-fn store_error(e: StoreError, id: &str) -> ApiError {
+/// A store failure as the caller is told it; `kind` names the resource (`EventHook`, ...).
+pub(crate) fn store_error(e: StoreError, id: &str, kind: &str) -> ApiError {
     match e {
-        StoreError::NotFound => ApiError::not_found(id, "EventHook"),
+        StoreError::NotFound => ApiError::not_found(id, kind),
         StoreError::Conflict(_) => {
             invalid("name", "An object with this field already exists in the current organization")
         }
@@ -262,7 +266,8 @@ fn store_error(e: StoreError, id: &str) -> ApiError {
     }
 }
 
-enum Fail {
+/// A failure inside a store closure: an answer for the caller, or the store's own.
+pub(crate) enum Fail {
     Api(ApiError),
     Store(StoreError),
 }
@@ -279,10 +284,10 @@ impl From<ApiError> for Fail {
     }
 }
 
-fn fail(e: Fail, id: &str) -> ApiError {
+pub(crate) fn fail(e: Fail, id: &str, kind: &str) -> ApiError {
     match e {
         Fail::Api(a) => a,
-        Fail::Store(s) => store_error(s, id),
+        Fail::Store(s) => store_error(s, id, kind),
     }
 }
 
@@ -300,7 +305,7 @@ pub async fn create(
     policy: UrlPolicy,
     now: Timestamp,
 ) -> Result<Created, ApiError> {
-    let count = store.list_event_hooks().await.map_err(|e| store_error(e, "-"))?.len();
+    let count = store.list_event_hooks().await.map_err(|e| store_error(e, "-", HOOK))?.len();
     if count >= MAX_HOOKS {
         return Err(invalid("eventHooks", format!("at most {MAX_HOOKS} event hooks")));
     }
@@ -328,12 +333,16 @@ pub async fn create(
         hook.signing.push(SigningSecret { secret: s.clone(), created: now, expires: None });
     }
     let ev = event(ctx, "event_hook.created", "Event hook created", &hook, now);
-    store.insert_event_hook(&hook, &[ev]).await.map_err(|e| store_error(e, &hook.id))?;
+    store.insert_event_hook(&hook, &[ev]).await.map_err(|e| store_error(e, &hook.id, HOOK))?;
     Ok(Created { hook, signing_secret: secret })
 }
 
 pub async fn get(store: &Store, id: &str) -> Result<EventHook, ApiError> {
-    store.get_event_hook(id).await.map_err(|e| store_error(e, id))?.ok_or_else(|| ApiError::not_found(id, "EventHook"))
+    store
+        .get_event_hook(id)
+        .await
+        .map_err(|e| store_error(e, id, HOOK))?
+        .ok_or_else(|| ApiError::not_found(id, "EventHook"))
 }
 
 /// `PUT`: replaces the configuration; a changed channel needs verifying again.
@@ -362,7 +371,7 @@ pub async fn replace(
             Ok(Some(Change { value: hook, events: vec![ev] }))
         })
         .await
-        .map_err(|e| fail(e, id))
+        .map_err(|e| fail(e, id, HOOK))
 }
 
 /// Activate or deactivate (idempotent).
@@ -389,7 +398,7 @@ pub async fn set_status(
             Ok(Some(Change { value: hook, events: vec![ev] }))
         })
         .await
-        .map_err(|e| fail(e, id))
+        .map_err(|e| fail(e, id, HOOK))
 }
 
 /// Deletes an `INACTIVE` hook with its queue and delivery log.
@@ -403,7 +412,7 @@ pub async fn delete(store: &Store, ctx: &EventContext, id: &str, now: Timestamp)
             Ok(vec![event(&ctx, "event_hook.deleted", "Event hook deleted", hook, now)])
         })
         .await
-        .map_err(|e| fail(e, id))
+        .map_err(|e| fail(e, id, HOOK))
 }
 
 /// Runs the verification request and records the result (an `event_hook.verified` event for
@@ -437,7 +446,7 @@ pub async fn verify(
             Ok(Some(Change { value: h, events: vec![ev] }))
         })
         .await
-        .map_err(|e| fail(e, id))?;
+        .map_err(|e| fail(e, id, HOOK))?;
     match result {
         Ok(()) if updated.verification_status == VerificationStatus::Verified => Ok(updated),
         Ok(()) => Err(ApiError::validation("channel", "the channel changed during verification; verify again")),
@@ -475,6 +484,6 @@ pub async fn rotate_secret(
             Ok(Some(Change { value: h, events: vec![ev] }))
         })
         .await
-        .map_err(|e| fail(e, id))?;
+        .map_err(|e| fail(e, id, HOOK))?;
     Ok((hook, secret))
 }

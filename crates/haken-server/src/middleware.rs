@@ -54,11 +54,9 @@ fn client_key(req: &Request) -> String {
     format!("ip:{ip}")
 }
 
-fn with_quota(mut resp: Response, q: Quota) -> Response {
-    let h = resp.headers_mut();
-    h.insert(HeaderName::from_static("x-rate-limit-limit"), HeaderValue::from(q.limit));
-    h.insert(HeaderName::from_static("x-rate-limit-remaining"), HeaderValue::from(q.remaining));
-    h.insert(HeaderName::from_static("x-rate-limit-reset"), HeaderValue::from(q.reset));
+/// The response with Okta's rate-limit headers for `q`.
+pub(crate) fn with_quota(mut resp: Response, q: Quota) -> Response {
+    resp.headers_mut().extend(q.headers());
     resp
 }
 

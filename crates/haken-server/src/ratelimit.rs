@@ -53,6 +53,18 @@ impl RateLimiter {
     }
 }
 
+impl Quota {
+    /// Okta's rate-limit headers for this quota.
+    pub fn headers(self) -> axum::http::HeaderMap {
+        use axum::http::{HeaderName, HeaderValue};
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(HeaderName::from_static("x-rate-limit-limit"), HeaderValue::from(self.limit));
+        h.insert(HeaderName::from_static("x-rate-limit-remaining"), HeaderValue::from(self.remaining));
+        h.insert(HeaderName::from_static("x-rate-limit-reset"), HeaderValue::from(self.reset));
+        h
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -353,6 +353,20 @@ macro_rules! backend_impl {
                 row.map(|r| decode(&r.try_get::<String, _>(0)?)).transpose()
             }
 
+            /// Writes a changed user over its row; a login taken by another user is a conflict.
+            async fn write_user(tx: &mut sqlx::Transaction<'static, $db>, user: &User) -> Result<(), StoreError> {
+                sqlx::query("UPDATE users SET login_lower = $2, status = $3, last_updated = $4, data = $5 WHERE id = $1")
+                    .bind(&user.id)
+                    .bind(user.login().to_lowercase())
+                    .bind(user.status.as_str())
+                    .bind(user.last_updated.millis())
+                    .bind(encode(user)?)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(|e| if unique_violation(&e) { StoreError::Conflict("login") } else { StoreError::from(e) })?;
+                Ok(())
+            }
+
             pub(crate) async fn update_user<E, F>(&self, id: &str, f: F) -> Result<User, E>
             where
                 E: From<StoreError> + Send,
@@ -366,15 +380,7 @@ macro_rules! backend_impl {
                     return Ok(current);
                 };
                 let user = change.value;
-                sqlx::query("UPDATE users SET login_lower = $2, status = $3, last_updated = $4, data = $5 WHERE id = $1")
-                    .bind(&user.id)
-                    .bind(user.login().to_lowercase())
-                    .bind(user.status.as_str())
-                    .bind(user.last_updated.millis())
-                    .bind(encode(&user)?)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| if unique_violation(&e) { StoreError::Conflict("login") } else { StoreError::from(e) })?;
+                Self::write_user(&mut tx, &user).await?;
                 let routed = self.insert_events(&mut tx, &change.events).await?;
                 tx.commit().await.map_err(StoreError::from)?;
                 self.after_commit(routed);
@@ -903,16 +909,7 @@ macro_rules! backend_impl {
                                 .await?
                                 .ok_or(StoreError::NotFound)?;
                             if let Some(change) = update(i, current)? {
-                                let user = change.value;
-                                sqlx::query("UPDATE users SET login_lower = $2, status = $3, last_updated = $4, data = $5 WHERE id = $1")
-                                    .bind(&user.id)
-                                    .bind(user.login().to_lowercase())
-                                    .bind(user.status.as_str())
-                                    .bind(user.last_updated.millis())
-                                    .bind(encode(&user)?)
-                                    .execute(&mut *tx)
-                                    .await
-                                    .map_err(|e| if unique_violation(&e) { StoreError::Conflict("login") } else { StoreError::from(e) })?;
+                                Self::write_user(&mut tx, &change.value).await?;
                                 events.extend(change.events);
                             }
                         }
@@ -972,15 +969,7 @@ macro_rules! backend_impl {
                 let (write, verdict) = f(current.clone())?;
                 let user = match write.user {
                     Some(user) => {
-                        sqlx::query("UPDATE users SET login_lower = $2, status = $3, last_updated = $4, data = $5 WHERE id = $1")
-                            .bind(&user.id)
-                            .bind(user.login().to_lowercase())
-                            .bind(user.status.as_str())
-                            .bind(user.last_updated.millis())
-                            .bind(encode(&user)?)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(StoreError::from)?;
+                        Self::write_user(&mut tx, &user).await?;
                         user
                     }
                     None => current,

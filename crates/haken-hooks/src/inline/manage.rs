@@ -11,13 +11,13 @@ use haken_core::inline_hook::{
 use haken_core::log_event::{EventContext, LogEvent, Target};
 use haken_core::schema::UserSchema;
 use haken_core::{ApiError, ErrorCode, Timestamp};
-use haken_store::{Change, Store, StoreError};
+use haken_store::{Change, Store};
 use serde_json::{Map, Value};
 
 use super::commands::{self, RegistrationKind};
 use super::{FailureKind, InlineCaller};
 use crate::client::UrlPolicy;
-use crate::manage::{RESERVED_HEADERS, valid_header_name, valid_header_value};
+use crate::manage::{Fail, RESERVED_HEADERS, fail, store_error, valid_header_name, valid_header_value};
 
 /// Inline hooks per server, all types together (spec 7).
 pub const MAX_INLINE_HOOKS: i64 = 100;
@@ -297,43 +297,6 @@ fn target(hook: &InlineHook) -> Target {
 
 fn event(ctx: &EventContext, kind: &str, msg: &str, hook: &InlineHook, now: Timestamp) -> LogEvent {
     ctx.event(kind, msg, now).with_target(target(hook))
-}
-
-fn store_error(e: StoreError, id: &str, kind: &str) -> ApiError {
-    match e {
-        StoreError::NotFound => ApiError::not_found(id, kind),
-        StoreError::Conflict(_) => {
-            invalid("name", "An object with this field already exists in the current organization")
-        }
-        other => {
-            tracing::error!(error = %other, "Store operation failed.");
-            ApiError::internal()
-        }
-    }
-}
-
-enum Fail {
-    Api(ApiError),
-    Store(StoreError),
-}
-
-impl From<StoreError> for Fail {
-    fn from(e: StoreError) -> Self {
-        Fail::Store(e)
-    }
-}
-
-impl From<ApiError> for Fail {
-    fn from(e: ApiError) -> Self {
-        Fail::Api(e)
-    }
-}
-
-fn fail(e: Fail, id: &str, kind: &str) -> ApiError {
-    match e {
-        Fail::Api(a) => a,
-        Fail::Store(s) => store_error(s, id, kind),
-    }
 }
 
 /// The per-type limits that depend on the other hooks (spec 5.3 and 7): one password import

@@ -4,7 +4,7 @@
 //! tells whether a username exists. Calls are rate-limited per client address.
 
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::error::Failure;
 use crate::extract::{Caller, OktaJson};
-use crate::ratelimit::Quota;
+use crate::middleware::with_quota;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -99,12 +99,4 @@ fn embedded_user(u: &User) -> Value {
             "timeZone": or("timezone", "America/Los_Angeles"),
         },
     })
-}
-
-fn with_quota(mut resp: Response, q: Quota) -> Response {
-    let h = resp.headers_mut();
-    h.insert(HeaderName::from_static("x-rate-limit-limit"), HeaderValue::from(q.limit));
-    h.insert(HeaderName::from_static("x-rate-limit-remaining"), HeaderValue::from(q.remaining));
-    h.insert(HeaderName::from_static("x-rate-limit-reset"), HeaderValue::from(q.reset));
-    resp
 }

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
+use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -39,11 +39,7 @@ impl SelfServiceLimiter {
 
 /// Okta's rate-limit headers for `q`.
 pub fn quota_headers(q: Quota) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert(HeaderName::from_static("x-rate-limit-limit"), HeaderValue::from(q.limit));
-    h.insert(HeaderName::from_static("x-rate-limit-remaining"), HeaderValue::from(q.remaining));
-    h.insert(HeaderName::from_static("x-rate-limit-reset"), HeaderValue::from(q.reset));
-    h
+    q.headers()
 }
 
 /// The self-service routes (JSON API and hosted page), with their shared budget.
