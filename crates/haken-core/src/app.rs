@@ -236,9 +236,34 @@ pub struct ImportJob {
     pub failed_rows_omitted: u64,
     /// Why the whole job failed (unreadable file, store down).
     pub error: Option<String>,
+    /// When the running job last committed a batch; a job silent for
+    /// [`ABANDONED_AFTER_MS`] lost its server.
+    #[serde(default)]
+    pub heartbeat: Option<Timestamp>,
 }
 
+/// A `RUNNING` job that has committed nothing for this long was cut off (its server crashed
+/// or restarted). Batches are far shorter: 200 rows or 20 ms, each hook call at most 2 × 30 s.
+pub const ABANDONED_AFTER_MS: i64 = 5 * 60 * 1000;
+
 impl ImportJob {
+    /// Whether the job says `RUNNING` but its server stopped running it.
+    pub fn is_abandoned(&self, now: Timestamp) -> bool {
+        self.status == JobStatus::Running
+            && self.heartbeat.or(self.started).unwrap_or(self.created).millis() + ABANDONED_AFTER_MS < now.millis()
+    }
+
+    /// The job as it stands once it is known to be abandoned.
+    pub fn abandon(&mut self, now: Timestamp) {
+        self.status = JobStatus::Failed;
+        self.finished = Some(now);
+        self.error = Some(
+            "the import stopped before the end of the file (the server running it stopped); the rows counted were \
+             committed — import the file again: rows already imported are matched, not created twice"
+                .to_owned(),
+        );
+    }
+
     /// Records a failed row, keeping at most [`MAX_FAILED_ROWS`].
     pub fn fail_row(&mut self, row: FailedRow) {
         self.counts.failed += 1;
@@ -283,7 +308,10 @@ mod tests {
             failed_rows: Vec::new(),
             failed_rows_omitted: 0,
             error: None,
+            heartbeat: None,
         };
+        assert!(!job.is_abandoned(Timestamp(ABANDONED_AFTER_MS)));
+        assert!(job.is_abandoned(Timestamp(ABANDONED_AFTER_MS + 1)));
         for i in 0..(MAX_FAILED_ROWS as u64 + 5) {
             job.fail_row(FailedRow { row: i, reason: "x".into(), login: None });
         }

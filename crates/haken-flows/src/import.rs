@@ -163,6 +163,7 @@ pub async fn start_job(
         failed_rows: Vec::new(),
         failed_rows_omitted: 0,
         error: None,
+        heartbeat: Some(now),
     };
     let jctx = job_context(ctx, &job.id);
     let ev = jctx
@@ -175,10 +176,45 @@ pub async fn start_job(
 }
 
 pub async fn get_job(store: &Store, app_id: &str, job_id: &str) -> Result<ImportJob, ApiError> {
-    match store.get_doc::<ImportJob>(job_id).await.map_err(|e| store_error(e, "ImportJob", job_id))? {
-        Some(j) if j.app_id == app_id => Ok(j),
-        _ => Err(ApiError::not_found(job_id, "ImportJob")),
+    let job = match store.get_doc::<ImportJob>(job_id).await.map_err(|e| store_error(e, "ImportJob", job_id))? {
+        Some(j) if j.app_id == app_id => j,
+        _ => return Err(ApiError::not_found(job_id, "ImportJob")),
+    };
+    let now = Timestamp::now();
+    if !job.is_abandoned(now) || is_running(app_id) {
+        return Ok(job);
     }
+    // Its server is gone: record the end, so every node answers the same from now on.
+    let settled = store
+        .update_doc::<ImportJob, StoreError, _>(job_id, move |mut j| {
+            if !j.is_abandoned(now) {
+                return Ok(None);
+            }
+            j.abandon(now);
+            let ev = EventContext::system("import")
+                .event("system.import.complete", "Import stopped before the end of the file", now)
+                .with_target(job_target(&j))
+                .with_outcome("FAILURE", Some("ABANDONED"));
+            Ok(Some(Change { value: j, events: vec![ev] }))
+        })
+        .await;
+    match settled {
+        Ok(j) => Ok(j),
+        Err(e) => {
+            tracing::warn!(job_id, error = %e, "Could not record an abandoned import job.");
+            let mut j = job;
+            j.abandon(now);
+            Ok(j)
+        }
+    }
+}
+
+/// A listed job as [`get_job`] would show it (an abandoned one as failed).
+pub fn settled(mut job: ImportJob, now: Timestamp) -> ImportJob {
+    if job.is_abandoned(now) && !is_running(&job.app_id) {
+        job.abandon(now);
+    }
+    job
 }
 
 // ---- reading the file ----
@@ -780,6 +816,7 @@ impl Writer {
     }
 
     fn refresh_rate(&self, job: &mut ImportJob) {
+        job.heartbeat = Some(Timestamp::now());
         let secs = self.started.elapsed().as_secs_f64();
         job.rate = if secs > 0.0 { (job.counts.rows as f64 / secs * 10.0).round() / 10.0 } else { 0.0 };
     }

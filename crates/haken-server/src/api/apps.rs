@@ -459,7 +459,8 @@ async fn list_imports(
             let app_id = app.id.clone();
             async move {
                 let rows = store.list_docs::<ImportJob>(Some(&app_id), after, batch).await?;
-                Ok(rows.into_iter().map(|(seq, j)| (seq, job_json(&j, &base, false))).collect())
+                let now = Timestamp::now();
+                Ok(rows.into_iter().map(|(seq, j)| (seq, job_json(&import::settled(j, now), &base, false))).collect())
             }
         },
         |_: &Value| true,

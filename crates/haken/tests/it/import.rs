@@ -20,6 +20,7 @@ both!(
     hook_links_and_errors,
     hook_failures_fail_open_unless_fail_closed,
     cli_imports_and_reports_json,
+    abandoned_jobs_are_reported_failed,
 );
 
 const IMPORT_HOOK: &str = "com.okta.import.transform";
@@ -591,5 +592,46 @@ async fn cli_imports_and_reports_json(b: Backend) {
     let (status, _, err) = run(vec![path, "--app".into(), "0oanothere0000000000".into()]);
     assert!(!status.success());
     assert!(err.contains("E0000007"), "{err}");
+    s.stop().await;
+}
+
+/// A job whose server died mid-import (it says RUNNING, and nothing has committed for longer
+/// than a batch can take) is answered as FAILED with the reason, everywhere, and the app can
+/// import again.
+async fn abandoned_jobs_are_reported_failed(b: Backend) {
+    let s = TestServer::start(b).await;
+    let app = create_app(&s, "Crashed source", json!({ "matching": ["LOGIN"] })).await;
+    let app_id = id_of(&app);
+    let done = import(&s, &app_id, "userName,email,firstName,lastName\nlive@example.org,live@example.org,Li,Ve\n", "text/csv").await;
+    assert_eq!(done["status"], "COMPLETED");
+    // The document a server leaves behind when it is killed in the middle of a job.
+    let then = haken_core::Timestamp(haken_core::Timestamp::now().millis() - haken_core::app::ABANDONED_AFTER_MS - 60_000);
+    let mut job: haken_core::app::ImportJob = s.store().get_doc(&id_of(&done)).await.ok().flatten().expect("stored job");
+    job.id = "ijbcrashed0000000001".into();
+    job.status = haken_core::app::JobStatus::Running;
+    job.finished = None;
+    job.created = then;
+    job.started = Some(then);
+    job.heartbeat = Some(then);
+    s.store().insert_doc(&job, &[]).await.expect("stored");
+    let listed = s.get(&format!("/api/v1/apps/{app_id}/imports")).await;
+    let listed = listed.ok().as_array().cloned().unwrap_or_default();
+    let crashed = listed.iter().find(|j| j["id"] == "ijbcrashed0000000001").cloned().unwrap_or_default();
+    assert_eq!(crashed["status"], "FAILED", "{crashed}");
+    let got = s.get(&format!("/api/v1/apps/{app_id}/imports/ijbcrashed0000000001")).await;
+    let got = got.ok().clone();
+    assert_eq!(got["status"], "FAILED");
+    assert!(got["error"].as_str().is_some_and(|e| e.contains("import the file again")), "{got}");
+    assert!(got["finished"].is_string());
+    // Recorded once, with its event; a live job is untouched.
+    let stored: haken_core::app::ImportJob =
+        s.store().get_doc("ijbcrashed0000000001").await.ok().flatten().expect("stored job");
+    assert_eq!(stored.status, haken_core::app::JobStatus::Failed);
+    let ended = s.events_of("system.import.complete").await;
+    assert!(ended.iter().any(|e| e["outcome"]["reason"] == "ABANDONED" && e["target"][0]["id"] == "ijbcrashed0000000001"));
+    assert_eq!(s.get(&format!("/api/v1/apps/{app_id}/imports/{}", id_of(&done))).await.ok()["status"], "COMPLETED");
+    let again = import(&s, &app_id, "userName,email,firstName,lastName\nlive@example.org,live@example.org,Li,Ve\n", "text/csv").await;
+    assert_eq!(again["status"], "COMPLETED");
+    assert_eq!(again["counts"]["created"], 0);
     s.stop().await;
 }
