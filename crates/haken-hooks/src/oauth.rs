@@ -107,6 +107,9 @@ impl std::fmt::Debug for ClientAuth {
 #[derive(Default)]
 pub struct TokenCache {
     tokens: Mutex<HashMap<String, (String, Instant)>>,
+    /// One token request per key at a time: a burst of calls (an import starts 32 rows at
+    /// once) waits for the first request's token instead of each asking the endpoint.
+    gates: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -151,13 +154,15 @@ impl TokenCache {
         auth: &ClientAuth,
         timeout: Duration,
     ) -> Result<String, String> {
-        if let Some((token, expires)) = self.tokens.lock().unwrap_or_else(PoisonError::into_inner).get(cache_key)
-            && *expires > Instant::now()
-        {
-            return Ok(token.clone());
+        if let Some(token) = self.cached(cache_key) {
+            return Ok(token);
         }
-        // Concurrent misses for one key each fetch a token; that is rare (once per expiry) and
-        // harmless, and simpler than holding a lock across the request.
+        let gate =
+            self.gates.lock().unwrap_or_else(PoisonError::into_inner).entry(cache_key.to_owned()).or_default().clone();
+        let _turn = gate.lock().await;
+        if let Some(token) = self.cached(cache_key) {
+            return Ok(token);
+        }
         // The serializer is not Send: build the body in a block that ends before the await.
         let (body, credential) = {
             let mut form = form_urlencoded::Serializer::new(String::new());
@@ -239,6 +244,11 @@ impl TokenCache {
     }
 
     /// Forgets a cached token (the hook answered 401, or its config changed).
+    fn cached(&self, cache_key: &str) -> Option<String> {
+        let tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        tokens.get(cache_key).filter(|(_, expires)| *expires > Instant::now()).map(|(t, _)| t.clone())
+    }
+
     pub fn invalidate(&self, cache_key: &str) {
         self.tokens.lock().unwrap_or_else(PoisonError::into_inner).remove(cache_key);
     }
@@ -397,6 +407,24 @@ mod tests {
         assert_eq!(cache.access_token(&client, "hook-1", &url, "0oaC", None, &auth, T).await?, "tok-3");
         assert!(!form(&request(&seen, 2).1).contains_key("scope"));
         assert!(!format!("{auth:?}").contains("s3cr3t"));
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_misses_asks_the_endpoint_once() -> Result<(), String> {
+        let (url, seen) = token_server(ok_tokens).await?;
+        let (client, cache) = (Arc::new(client()?), Arc::new(TokenCache::new()));
+        let auth = ClientAuth::SecretPost { secret: "s".into() };
+        let calls: Vec<_> = (0..16)
+            .map(|_| {
+                let (client, cache, url, auth) = (client.clone(), cache.clone(), url.clone(), auth.clone());
+                tokio::spawn(async move { cache.access_token(&client, "burst", &url, "0oaC", None, &auth, T).await })
+            })
+            .collect();
+        for c in calls {
+            assert_eq!(c.await.map_err(|e| e.to_string())??, "tok-1");
+        }
+        assert_eq!(hits(&seen), 1, "concurrent callers share one token request");
         Ok(())
     }
 

@@ -602,11 +602,15 @@ async fn abandoned_jobs_are_reported_failed(b: Backend) {
     let s = TestServer::start(b).await;
     let app = create_app(&s, "Crashed source", json!({ "matching": ["LOGIN"] })).await;
     let app_id = id_of(&app);
-    let done = import(&s, &app_id, "userName,email,firstName,lastName\nlive@example.org,live@example.org,Li,Ve\n", "text/csv").await;
+    let done =
+        import(&s, &app_id, "userName,email,firstName,lastName\nlive@example.org,live@example.org,Li,Ve\n", "text/csv")
+            .await;
     assert_eq!(done["status"], "COMPLETED");
     // The document a server leaves behind when it is killed in the middle of a job.
-    let then = haken_core::Timestamp(haken_core::Timestamp::now().millis() - haken_core::app::ABANDONED_AFTER_MS - 60_000);
-    let mut job: haken_core::app::ImportJob = s.store().get_doc(&id_of(&done)).await.ok().flatten().expect("stored job");
+    let then =
+        haken_core::Timestamp(haken_core::Timestamp::now().millis() - haken_core::app::ABANDONED_AFTER_MS - 60_000);
+    let mut job: haken_core::app::ImportJob =
+        s.store().get_doc(&id_of(&done)).await.ok().flatten().expect("stored job");
     job.id = "ijbcrashed0000000001".into();
     job.status = haken_core::app::JobStatus::Running;
     job.finished = None;
@@ -628,9 +632,13 @@ async fn abandoned_jobs_are_reported_failed(b: Backend) {
         s.store().get_doc("ijbcrashed0000000001").await.ok().flatten().expect("stored job");
     assert_eq!(stored.status, haken_core::app::JobStatus::Failed);
     let ended = s.events_of("system.import.complete").await;
-    assert!(ended.iter().any(|e| e["outcome"]["reason"] == "ABANDONED" && e["target"][0]["id"] == "ijbcrashed0000000001"));
+    assert!(
+        ended.iter().any(|e| e["outcome"]["reason"] == "ABANDONED" && e["target"][0]["id"] == "ijbcrashed0000000001")
+    );
     assert_eq!(s.get(&format!("/api/v1/apps/{app_id}/imports/{}", id_of(&done))).await.ok()["status"], "COMPLETED");
-    let again = import(&s, &app_id, "userName,email,firstName,lastName\nlive@example.org,live@example.org,Li,Ve\n", "text/csv").await;
+    let again =
+        import(&s, &app_id, "userName,email,firstName,lastName\nlive@example.org,live@example.org,Li,Ve\n", "text/csv")
+            .await;
     assert_eq!(again["status"], "COMPLETED");
     assert_eq!(again["counts"]["created"], 0);
     s.stop().await;

@@ -16,6 +16,7 @@ both!(
     execute_returns_the_answer_or_says_why_not,
     oauth_client_secret_post_channel,
     hook_keys_and_private_key_jwt_channel,
+    every_flow_calls_through_oauth_channels,
 );
 
 const REG: &str = "com.okta.user.pre-registration";
@@ -523,5 +524,118 @@ async fn hook_keys_and_private_key_jwt_channel(b: Backend) {
     assert_eq!(s.delete(&hook_path).await.status, 204);
     assert_eq!(s.delete(&format!("/api/v1/hook-keys/{key_id}")).await.status, 204);
     s.get(&format!("/api/v1/hook-keys/public/{alias}")).await.expect_error(404, "E0000007");
+    s.stop().await;
+}
+
+fn oauth_hook(name: &str, hook_type: &str, uri: &str, token_url: &str, auth: Value) -> Value {
+    let mut config =
+        json!({ "uri": uri, "headers": [], "clientId": "flows-client", "tokenUrl": token_url, "scope": "okta.hooks" });
+    if let (Some(c), Some(a)) = (config.as_object_mut(), auth.as_object()) {
+        c.extend(a.clone());
+    }
+    json!({ "name": name, "type": hook_type, "version": "1.0.0", "channel": { "type": "OAUTH", "version": "1.0.0", "config": config } })
+}
+
+/// The three flows, each with its hook on an OAuth 2.0 channel: registration with
+/// `private_key_jwt`, password import and user import with `client_secret_post`.
+async fn every_flow_calls_through_oauth_channels(b: Backend) {
+    let s = TestServer::start(b).await;
+    let tokens = Receiver::start().await;
+    token_endpoint(&tokens);
+    let key = s.post("/api/v1/hook-keys", json!({ "name": "flows key" })).await.ok().clone();
+    let secret = json!({ "authType": "client_secret_post", "clientSecret": "flows-secret" });
+
+    // Registration.
+    let reg = Receiver::start().await;
+    reg.always_json(200, r#"{"commands":[{"type":"com.okta.user.profile.update","value":{"nickName":"via-oauth"}}]}"#);
+    let jwt = json!({ "authType": "private_key_jwt", "hookKeyId": id_of(&key) });
+    let hook = s.post("/api/v1/inlineHooks", oauth_hook("reg", REG, &reg.url, &tokens.url, jwt)).await.ok().clone();
+    let policy = s.get("/api/v1/policies?type=PROFILE_ENROLLMENT").await.ok()[0].clone();
+    let pid = id_of(&policy);
+    let mut rule = s.get(&format!("/api/v1/policies/{pid}/rules")).await.ok()[0].clone();
+    rule["actions"]["profileEnrollment"]["preRegistrationInlineHooks"] = json!([{ "inlineHookId": id_of(&hook) }]);
+    s.put(&format!("/api/v1/policies/{pid}/rules/{}", id_of(&rule)), rule).await.ok();
+    let signup = s
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/registration",
+            None,
+            Some(
+                serde_json::to_vec(&json!({
+            "userProfile": { "email": "oauth.signup@example.org", "firstName": "O", "lastName": "Auth" },
+            "credentials": { "password": { "value": "Tr0ub4dor&3-oauth" } } }))
+                .unwrap_or_default(),
+            ),
+            Some("application/json"),
+        )
+        .await;
+    assert_eq!(signup.ok()["profile"]["nickName"], "via-oauth");
+    assert_eq!(reg.posts()[0].header("authorization"), Some("Bearer tok-1"));
+    assert!(form(&tokens.posts()[0].body).contains_key("client_assertion"));
+
+    // Password import.
+    let pwd = Receiver::start().await;
+    pwd.always_json(200, r#"{"commands":[{"type":"com.okta.action.update","value":{"credential":"VERIFIED"}}]}"#);
+    s.post("/api/v1/inlineHooks", oauth_hook("pwd", PWD, &pwd.url, &tokens.url, secret.clone())).await.ok();
+    s.post("/api/v1/users?activate=true", json!({ "profile": { "login": "migrated@example.org", "email": "migrated@example.org", "firstName": "M", "lastName": "G" },
+        "credentials": { "password": { "hook": { "type": "default" } } } })).await.ok();
+    let authn = s
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/authn",
+            None,
+            Some(
+                serde_json::to_vec(&json!({
+            "username": "migrated@example.org", "password": "legacy-Pa55" }))
+                .unwrap_or_default(),
+            ),
+            Some("application/json"),
+        )
+        .await;
+    assert_eq!(authn.ok()["status"], "SUCCESS");
+    assert_eq!(pwd.posts()[0].header("authorization"), Some("Bearer tok-2"));
+    assert_eq!(form(&tokens.posts()[1].body).get("client_secret").map(String::as_str), Some("flows-secret"));
+
+    // User import.
+    let imp = Receiver::start().await;
+    imp.always_json(200, r#"{"commands":[{"type":"com.okta.user.profile.update","value":{"nickName":"imported"}}]}"#);
+    let ihook = s
+        .post("/api/v1/inlineHooks", oauth_hook("imp", "com.okta.import.transform", &imp.url, &tokens.url, secret))
+        .await
+        .ok()
+        .clone();
+    let app = s
+        .post(
+            "/api/v1/apps",
+            json!({ "name": "haken_import", "label": "OAuth source", "signOnMode": "BOOKMARK",
+        "settings": { "import": { "inlineHookId": id_of(&ihook), "matching": ["LOGIN"] } } }),
+        )
+        .await
+        .ok()
+        .clone();
+    let app_id = id_of(&app);
+    let started = s
+        .send(reqwest::Method::POST, &format!("/api/v1/apps/{app_id}/imports"), Some(crate::harness::TOKEN),
+            Some(b"userName,email,firstName,lastName\nrow1@example.org,row1@example.org,R,One\nrow2@example.org,row2@example.org,R,Two\n".to_vec()), Some("text/csv"))
+        .await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let path = format!("/api/v1/apps/{app_id}/imports/{}", id_of(&started.body));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let job = loop {
+        let j = s.get(&path).await.ok().clone();
+        if j["status"] != "RUNNING" {
+            break j;
+        }
+        assert!(std::time::Instant::now() < deadline, "import did not finish: {j}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(job["counts"]["created"], 2, "{job}");
+    assert_eq!(s.get("/api/v1/users/row1@example.org").await.ok()["profile"]["nickName"], "imported");
+    assert_eq!(imp.posts().len(), 2);
+    assert!(
+        imp.posts().iter().all(|p| p.header("authorization") == Some("Bearer tok-3")),
+        "one token for the whole job"
+    );
+    assert_eq!(tokens.posts().len(), 3);
     s.stop().await;
 }
