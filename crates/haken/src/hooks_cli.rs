@@ -392,24 +392,29 @@ impl Api {
         Ok(Api { base, token, token_source, http })
     }
 
-    /// `<base>/api/v1/eventHooks/<segments…>`, each segment percent-encoded.
-    fn hooks_url(&self, segments: &[&str]) -> anyhow::Result<Url> {
+    /// `<base>/api/v1/<segments…>`, each segment percent-encoded.
+    pub(crate) fn url(&self, segments: &[&str]) -> anyhow::Result<Url> {
         let mut url = self.base.clone();
         url.set_query(None);
         url.set_fragment(None);
         url.path_segments_mut()
             .map_err(|()| anyhow!("--url {} cannot take a path", self.base))?
             .pop_if_empty()
-            .extend(["api", "v1", "eventHooks"])
+            .extend(["api", "v1"])
             .extend(segments);
         Ok(url)
+    }
+
+    /// `<base>/api/v1/eventHooks/<segments…>`.
+    fn hooks_url(&self, segments: &[&str]) -> anyhow::Result<Url> {
+        self.url(&[&["eventHooks"], segments].concat())
     }
 
     pub(crate) async fn get(&self, url: Url) -> anyhow::Result<(HeaderMap, Value)> {
         self.call(reqwest::Method::GET, url, None).await
     }
 
-    async fn post(&self, url: Url, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(crate) async fn post(&self, url: Url, body: Option<Value>) -> anyhow::Result<Value> {
         Ok(self.call(reqwest::Method::POST, url, body).await?.1)
     }
 

@@ -70,15 +70,7 @@ fn format_of(args: &ImportArgs) -> anyhow::Result<Format> {
 }
 
 fn app_url(api: &Api, app: &str, rest: &[&str]) -> anyhow::Result<Url> {
-    let mut url = api.base.clone();
-    url.set_query(None);
-    url.set_fragment(None);
-    url.path_segments_mut()
-        .map_err(|()| anyhow!("--url {} cannot take a path", api.base))?
-        .pop_if_empty()
-        .extend(["api", "v1", "apps", app, "imports"])
-        .extend(rest);
-    Ok(url)
+    api.url(&[&["apps", app, "imports"], rest].concat())
 }
 
 async fn import(api: &Api, args: ImportArgs) -> anyhow::Result<()> {

@@ -5,6 +5,7 @@ mod bench;
 mod config;
 mod hooks_cli;
 mod import_cli;
+mod inline_cli;
 
 use std::process::ExitCode;
 
@@ -60,6 +61,13 @@ enum Command {
         api: hooks_cli::ApiFlags,
         #[command(subcommand)]
         action: hooks_cli::HooksAction,
+    },
+    /// Develop against inline hooks: list them, preview a hook with a sample or your own request.
+    Inline {
+        #[command(flatten)]
+        api: hooks_cli::ApiFlags,
+        #[command(subcommand)]
+        action: inline_cli::InlineAction,
     },
     /// Users: import a CSV or JSON Lines file through an app (and its import inline hook).
     Users {
@@ -117,6 +125,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench { what } => bench::run(what).await,
         Command::Hooks { api, action } => hooks_cli::run(api, action).await,
         Command::Users { api, action } => import_cli::run(api, action).await,
+        Command::Inline { api, action } => inline_cli::run(api, action).await,
     }
 }
 

@@ -17,6 +17,7 @@ both!(
     oauth_client_secret_post_channel,
     hook_keys_and_private_key_jwt_channel,
     every_flow_calls_through_oauth_channels,
+    cli_lists_samples_and_previews,
 );
 
 const REG: &str = "com.okta.user.pre-registration";
@@ -637,5 +638,71 @@ async fn every_flow_calls_through_oauth_channels(b: Backend) {
         "one token for the whole job"
     );
     assert_eq!(tokens.posts().len(), 3);
+    s.stop().await;
+}
+
+/// Runs `haken inline <args>` against the server.
+async fn inline_cli(s: &TestServer, args: &[&str]) -> (bool, String, String) {
+    let dir = crate::harness::tempdir::Dir::new("inline-cli");
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_haken"));
+    cmd.arg("inline").args(args).args(["--url", &s.base, "--token", crate::harness::TOKEN]);
+    cmd.current_dir(&dir.0).env_remove("HAKEN_URL").env_remove("HAKEN_TOKEN").stdin(std::process::Stdio::null());
+    let out = cmd.output().await.expect("haken runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn cli_lists_samples_and_previews(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let hook = s.create_inline_hook("cli preview", "com.okta.import.transform", &r.url).await;
+    let id = id_of(&hook);
+    let (ok, out, err) = inline_cli(&s, &["list"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains(&id) && out.contains("com.okta.import.transform") && out.contains("failOpen"), "{out}");
+
+    // The sample of the type goes out, and a good answer comes back as JSON.
+    let answer = r#"{"commands":[{"type":"com.okta.action.update","value":{"result":"CREATE_USER"}}]}"#;
+    r.script([Reply::Json(200, answer.to_owned())]);
+    let (ok, out, err) = inline_cli(&s, &["preview", &id, "--json"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(out.trim()).unwrap_or_default(),
+        serde_json::from_str::<Value>(answer).unwrap_or_default()
+    );
+    let sent = r.posts().last().map(|p| p.json()).unwrap_or_default();
+    assert_eq!(sent["eventType"], "com.okta.import.transform");
+    assert_eq!(sent["data"]["action"]["result"], "CREATE_USER");
+
+    // A bad answer fails the command with the reason.
+    r.script([Reply::Json(
+        200,
+        r#"{"commands":[{"type":"com.okta.action.update","value":{"result":"MERGE"}}]}"#.to_owned(),
+    )]);
+    let (ok, _, err) = inline_cli(&s, &["preview", &id]).await;
+    assert!(!ok);
+    assert!(err.contains("value.result must be") && err.contains("commands[0]"), "{err}");
+
+    // Your own request from a file; `sample` prints one to start from.
+    let (ok, sample, _) = inline_cli(&s, &["sample", "com.okta.import.transform"]).await;
+    assert!(ok);
+    let mut edited: Value = serde_json::from_str(&sample).unwrap_or_default();
+    edited["data"]["appUser"]["profile"]["userName"] = json!("edited");
+    let dir = crate::harness::tempdir::Dir::new("inline-file");
+    let file = dir.0.join("request.json");
+    std::fs::write(&file, edited.to_string()).expect("write");
+    r.script([Reply::Status(204)]);
+    let (ok, out, err) = inline_cli(&s, &["preview", &id, "--file", &file.display().to_string()]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("meets the contract"), "{out}");
+    assert_eq!(
+        r.posts().last().map(|p| p.json()["data"]["appUser"]["profile"]["userName"].clone()),
+        Some(json!("edited"))
+    );
+    let (ok, _, err) = inline_cli(&s, &["sample", "com.okta.nope"]).await;
+    assert!(!ok && err.contains("not an inline hook type"), "{err}");
     s.stop().await;
 }
