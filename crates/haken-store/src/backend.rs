@@ -75,7 +75,11 @@ impl SqliteBackend {
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
         // IMMEDIATE takes the write lock up front, so another process (the CLI) writing at
         // the same time waits on busy_timeout instead of failing mid-transaction.
-        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+        let tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        // The one writer connection runs one transaction at a time: this one has changed no
+        // hooks yet.
+        self.hooks.bumped.store(false, std::sync::atomic::Ordering::SeqCst);
+        Ok(tx)
     }
 
     /// The delivery engine's writes share the single writer (SQLite has one).
@@ -136,7 +140,7 @@ fn foreign_key_violation(e: &sqlx::Error) -> bool {
 }
 
 macro_rules! backend_impl {
-    ($backend:ty, $db:ty, $row:ty, for_update = $lock:literal, skip_locked = $skip:literal, poll_by_tx = $poll_by_tx:literal, notify = $notify:literal, email_expr = $email_expr:literal, name_expr = $name_expr:literal) => {
+    ($backend:ty, $db:ty, $row:ty, for_update = $lock:literal, skip_locked = $skip:literal, poll_by_tx = $poll_by_tx:literal, notify = $notify:literal, email_expr = $email_expr:literal, name_expr = $name_expr:literal, remember_rev = $remember_rev:literal) => {
         impl $backend {
             /// Writes the events and, for each hook that receives one, an outbox row. Returns
             /// whether anything was routed (the caller wakes the dispatcher after commit).
@@ -146,10 +150,22 @@ macro_rules! backend_impl {
                 }
                 let router = self.hooks.router.get();
                 if let Some(router) = router {
-                    let row = sqlx::query("SELECT value FROM settings WHERE key = 'event_hooks_rev'").fetch_optional(&mut **tx).await?;
-                    let rev = match row {
-                        Some(r) => r.try_get::<String, _>(0)?.parse::<i64>().unwrap_or(0),
-                        None => 0,
+                    // SQLite: one process writes the file and every write goes through one
+                    // connection, so the revision this process last read or wrote is current
+                    // until its own next bump.
+                    let known = if $remember_rev { self.hooks.known_rev.load(std::sync::atomic::Ordering::SeqCst) } else { -1 };
+                    let rev = if known >= 0 {
+                        known
+                    } else {
+                        let row = sqlx::query("SELECT value FROM settings WHERE key = 'event_hooks_rev'").fetch_optional(&mut **tx).await?;
+                        let rev = match row {
+                            Some(r) => r.try_get::<String, _>(0)?.parse::<i64>().unwrap_or(0),
+                            None => 0,
+                        };
+                        if $remember_rev && !self.hooks.bumped.load(std::sync::atomic::Ordering::SeqCst) {
+                            self.hooks.known_rev.store(rev, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        rev
                     };
                     if rev != router.revision() {
                         let rows = sqlx::query("SELECT data FROM event_hooks WHERE receives = 1").fetch_all(&mut **tx).await?;
@@ -620,7 +636,10 @@ macro_rules! backend_impl {
 
             // ---- event hooks ----
 
-            async fn bump_hooks_rev(tx: &mut sqlx::Transaction<'static, $db>) -> Result<(), StoreError> {
+            async fn bump_hooks_rev(&self, tx: &mut sqlx::Transaction<'static, $db>) -> Result<(), StoreError> {
+                // Whatever becomes of this transaction, the remembered revision is stale now.
+                self.hooks.known_rev.store(-1, std::sync::atomic::Ordering::SeqCst);
+                self.hooks.bumped.store(true, std::sync::atomic::Ordering::SeqCst);
                 sqlx::query(
                     "INSERT INTO settings (key, value) VALUES ('event_hooks_rev', '1') \
                      ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(settings.value AS INTEGER) + 1 AS TEXT)",
@@ -640,7 +659,7 @@ macro_rules! backend_impl {
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| if unique_violation(&e) { StoreError::Conflict("name") } else { e.into() })?;
-                Self::bump_hooks_rev(&mut tx).await?;
+                self.bump_hooks_rev(&mut tx).await?;
                 let routed = self.insert_events(&mut tx, events).await?;
                 tx.commit().await?;
                 self.after_commit(routed);
@@ -657,7 +676,7 @@ macro_rules! backend_impl {
                 rows.iter().map(|r| decode(&r.try_get::<String, _>(0)?)).collect()
             }
 
-            async fn write_event_hook(tx: &mut sqlx::Transaction<'static, $db>, hook: &EventHook) -> Result<(), StoreError> {
+            async fn write_event_hook(&self, tx: &mut sqlx::Transaction<'static, $db>, hook: &EventHook) -> Result<(), StoreError> {
                 sqlx::query("UPDATE event_hooks SET name_lower = $2, receives = $3, data = $4 WHERE id = $1")
                     .bind(&hook.id)
                     .bind(hook.name.to_lowercase())
@@ -666,7 +685,7 @@ macro_rules! backend_impl {
                     .execute(&mut **tx)
                     .await
                     .map_err(|e| if unique_violation(&e) { StoreError::Conflict("name") } else { StoreError::from(e) })?;
-                Self::bump_hooks_rev(tx).await
+                self.bump_hooks_rev(tx).await
             }
 
             pub(crate) async fn update_event_hook<E, F>(&self, id: &str, f: F) -> Result<EventHook, E>
@@ -681,7 +700,7 @@ macro_rules! backend_impl {
                 let Some(change) = f(current.clone())? else {
                     return Ok(current);
                 };
-                Self::write_event_hook(&mut tx, &change.value).await?;
+                self.write_event_hook(&mut tx, &change.value).await?;
                 let routed = self.insert_events(&mut tx, &change.events).await?;
                 tx.commit().await.map_err(StoreError::from)?;
                 self.after_commit(routed || change.value.receives());
@@ -706,7 +725,7 @@ macro_rules! backend_impl {
                 ] {
                     sqlx::query(sql).bind(id).execute(&mut *tx).await.map_err(StoreError::from)?;
                 }
-                Self::bump_hooks_rev(&mut tx).await?;
+                self.bump_hooks_rev(&mut tx).await?;
                 let routed = self.insert_events(&mut tx, &events).await?;
                 tx.commit().await.map_err(StoreError::from)?;
                 self.after_commit(routed);
@@ -1242,7 +1261,7 @@ macro_rules! backend_impl {
                     if let Some(mut hook) = current {
                         hook.status = haken_core::hook::HookStatus::Inactive;
                         hook.last_updated = Timestamp(done_at);
-                        Self::write_event_hook(&mut tx, &hook).await?;
+                        self.write_event_hook(&mut tx, &hook).await?;
                     }
                 }
                 let routed = self.insert_events(&mut tx, events).await?;
@@ -1526,7 +1545,8 @@ backend_impl!(
     poll_by_tx = false,
     notify = "",
     email_expr = "lower(json_extract(data, '$.profile.email'))",
-    name_expr = "(lower(json_extract(data, '$.profile.firstName')) || char(31) || lower(json_extract(data, '$.profile.lastName')))"
+    name_expr = "(lower(json_extract(data, '$.profile.firstName')) || char(31) || lower(json_extract(data, '$.profile.lastName')))",
+    remember_rev = true
 );
 backend_impl!(
     PgBackend,
@@ -1539,5 +1559,7 @@ backend_impl!(
     poll_by_tx = true,
     notify = "SELECT pg_notify('haken_outbox', '')",
     email_expr = "lower((data::jsonb) -> 'profile' ->> 'email')",
-    name_expr = "(lower((data::jsonb) -> 'profile' ->> 'firstName') || chr(31) || lower((data::jsonb) -> 'profile' ->> 'lastName'))"
+    name_expr = "(lower((data::jsonb) -> 'profile' ->> 'firstName') || chr(31) || lower((data::jsonb) -> 'profile' ->> 'lastName'))",
+    // Other nodes change hooks too: every write reads the revision.
+    remember_rev = false
 );

@@ -139,11 +139,28 @@ pub trait EventRouter: Send + Sync + 'static {
 
 /// What the backends share with the delivery engine: the router and the wake-up signal
 /// given after a commit that queued deliveries.
-#[derive(Default)]
 pub struct HookRuntime {
     router: std::sync::OnceLock<std::sync::Arc<dyn EventRouter>>,
     wake: tokio::sync::Notify,
     cache: ReadCache,
+    /// SQLite: the hooks revision as this process last read it in a transaction that did not
+    /// change hooks (-1: unknown).
+    known_rev: std::sync::atomic::AtomicI64,
+    /// SQLite: the current write transaction changed hooks, so what it reads of the revision
+    /// must not be remembered (it may roll back).
+    bumped: std::sync::atomic::AtomicBool,
+}
+
+impl Default for HookRuntime {
+    fn default() -> Self {
+        HookRuntime {
+            router: std::sync::OnceLock::new(),
+            wake: tokio::sync::Notify::new(),
+            cache: ReadCache::default(),
+            known_rev: std::sync::atomic::AtomicI64::new(-1),
+            bumped: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
 }
 
 /// How long a cached read (a setting, a token lookup) is trusted. Changes made through this
