@@ -30,8 +30,20 @@ fn contains_login_part(password: &str, login: &str) -> bool {
     username.chars().count() >= 3 && password.to_lowercase().contains(&username)
 }
 
+/// Password hashes computed at once. Each Argon2id run takes about 19 MiB and a core for
+/// milliseconds: unbounded, a burst of sign-ins or sign-ups could take all memory and every
+/// blocking thread. More wait their turn.
+fn hashing_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        tokio::sync::Semaphore::new(cores * 2)
+    })
+}
+
 /// An Argon2id hash (PHC string) of `password`, computed off the async workers.
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
+    let _slot = hashing_slots().acquire().await.map_err(|_| ApiError::internal())?;
     tokio::task::spawn_blocking(move || {
         Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string()).map_err(|e| {
             tracing::error!(error = %e, "Password hashing failed.");
@@ -44,6 +56,7 @@ pub async fn hash_password(password: String) -> Result<String, ApiError> {
 
 /// Checks `password` against a stored PHC hash, off the async workers.
 pub async fn verify_password(password: String, hash: String) -> bool {
+    let Ok(_slot) = hashing_slots().acquire().await else { return false };
     tokio::task::spawn_blocking(move || {
         PasswordHash::new(&hash)
             .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())

@@ -46,6 +46,8 @@ pub const BATCH_ROWS: usize = 200;
 pub const BATCH_WAIT: Duration = Duration::from_millis(20);
 /// Longest JSON Lines line (one user).
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+/// Columns of a CSV file read at most.
+pub const MAX_COLUMNS: usize = 1000;
 /// Users one matching rule may find for a row before the rest are ignored.
 const MAX_MATCHES: i64 = 10;
 
@@ -256,11 +258,15 @@ fn read_csv<R: Read>(reader: R, tx: &Sink) -> Result<(), String> {
     if headers.is_empty() || headers.iter().all(String::is_empty) {
         return Err("the file has no header row (the first row names the source attributes)".into());
     }
+    if headers.len() > MAX_COLUMNS {
+        return Err(format!("the header row has {} columns; at most {MAX_COLUMNS} are read", headers.len()));
+    }
+    let mut named = HashSet::with_capacity(headers.len());
     for (i, h) in headers.iter().enumerate() {
         if h.is_empty() {
             return Err(format!("column {} of the header row has no name", i + 1));
         }
-        if headers[..i].contains(h) {
+        if !named.insert(h.as_str()) {
             return Err(format!("the header row names the column '{h}' twice"));
         }
     }
@@ -269,6 +275,10 @@ fn read_csv<R: Read>(reader: R, tx: &Sink) -> Result<(), String> {
     loop {
         match rdr.read_record(&mut record) {
             Ok(false) => return Ok(()),
+            Ok(true) if record.as_byte_record().as_slice().len() > MAX_LINE_BYTES => {
+                n += 1;
+                send(tx, Source::Bad { n, reason: format!("the row is longer than {MAX_LINE_BYTES} bytes") })?;
+            }
             Ok(true) => {
                 n += 1;
                 let values = headers

@@ -61,6 +61,14 @@ fn invalid(field: &str, msg: impl std::fmt::Display) -> ApiError {
     ApiError::validation(field, msg)
 }
 
+/// Whether two URIs reach the same server (scheme, host and port).
+pub(crate) fn same_origin(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin(),
+        _ => false,
+    }
+}
+
 pub(crate) fn valid_header_name(k: &str) -> bool {
     !k.is_empty() && k.len() <= 256 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
@@ -192,10 +200,19 @@ fn apply(
                     format!("'{key}' cannot be used as the auth header"),
                 ));
             }
+            // A kept secret stays with the server it was given for: pointing the hook elsewhere
+            // needs the value again, or anyone with a token could send it there.
+            let same_server = same_origin(&base.uri, &uri);
             let value = match a.value {
                 Some(v) => v,
                 None => match previous_auth {
-                    Some(p) if p.key.eq_ignore_ascii_case(&key) => p.value.clone(),
+                    Some(p) if p.key.eq_ignore_ascii_case(&key) && same_server => p.value.clone(),
+                    Some(_) if !same_server => {
+                        return Err(invalid(
+                            "channel.config.authScheme.value",
+                            "give the secret again when the hook's URI points at another server",
+                        ));
+                    }
                     _ => return Err(invalid("channel.config.authScheme.value", "The field cannot be left blank")),
                 },
             };

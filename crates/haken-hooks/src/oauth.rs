@@ -159,7 +159,14 @@ impl TokenCache {
         }
         let gate =
             self.gates.lock().unwrap_or_else(PoisonError::into_inner).entry(cache_key.to_owned()).or_default().clone();
-        let _turn = gate.lock().await;
+        // Bounded: callers behind a hanging token endpoint give up with their own time budget.
+        let Ok(_turn) = tokio::time::timeout(timeout, gate.lock()).await else {
+            return Err(format!(
+                "token endpoint {token_url}: another call is already waiting for a token for this hook, and it did not \
+                 finish within {} ms",
+                timeout.as_millis()
+            ));
+        };
         if let Some(token) = self.cached(cache_key) {
             return Ok(token);
         }

@@ -72,6 +72,9 @@ pub struct ServerConfig {
     pub registration_per_minute: u32,
     /// Failed sign-ins in a row before an account is locked (0: never).
     pub lockout_attempts: u32,
+    /// Sign-in attempts (`POST /api/v1/authn`) per minute from one client address. Lockout is
+    /// per user; this bounds password spraying across users from one address.
+    pub signin_per_minute: u32,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +96,7 @@ impl Default for ServerConfig {
             inline_max_in_flight: haken_hooks::inline::DEFAULT_MAX_IN_FLIGHT,
             registration_per_minute: 60,
             lockout_attempts: 10,
+            signin_per_minute: 120,
         }
     }
 }

@@ -18,6 +18,8 @@ pub struct AppState {
     pub public_url: Arc<str>,
     pub cursors: Arc<CursorKey>,
     pub limiter: Arc<RateLimiter>,
+    /// Sign-in attempts per client address (`signin_per_minute`).
+    pub signin_limiter: Arc<RateLimiter>,
     /// The one outbound HTTP client (hook calls), with the URL policy.
     pub outbound: haken_hooks::OutboundClient,
     /// Renders `/metrics`.
@@ -48,6 +50,7 @@ impl AppState {
             metrics,
             store,
             limiter: Arc::new(RateLimiter::new(config.rate_limit_per_minute)),
+            signin_limiter: Arc::new(RateLimiter::new(config.signin_per_minute)),
             config: Arc::new(config),
             public_url: public_url.into(),
             cursors: Arc::new(CursorKey::new(key.as_bytes())),

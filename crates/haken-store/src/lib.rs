@@ -73,6 +73,16 @@ impl Document for haken_core::inline_hook::InlineHook {
     fn doc_name(&self) -> Option<String> {
         Some(self.name.clone())
     }
+    /// The unique lookup key enforces the one-of-a-kind limits even for concurrent writers:
+    /// one password import hook, one active telephony hook.
+    fn doc_lookup(&self) -> Option<String> {
+        use haken_core::inline_hook::InlineHookType;
+        match self.hook_type {
+            InlineHookType::PasswordImport => Some("only:password_import".to_owned()),
+            InlineHookType::Telephony if self.is_active() => Some("only:active_telephony".to_owned()),
+            _ => None,
+        }
+    }
     fn doc_parent(&self) -> Option<String> {
         Some(self.hook_type.as_str().to_owned())
     }

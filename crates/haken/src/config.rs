@@ -91,6 +91,7 @@ const ENV_KEYS: &[&str] = &[
     "inline_max_in_flight",
     "registration_per_minute",
     "lockout_attempts",
+    "signin_per_minute",
 ];
 
 /// Loads the configuration in order of precedence: flags > `HAKEN_*` > file > defaults.

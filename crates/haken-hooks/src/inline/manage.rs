@@ -166,10 +166,19 @@ async fn apply(
                             format!("'{key}' cannot be used as the auth header"),
                         ));
                     }
+                    // A kept secret stays with the server it was given for: pointing the hook
+                    // elsewhere needs the value again, or anyone with a token could send it there.
+                    let same_origin = previous.is_some_and(|p| crate::manage::same_origin(&p.uri, &uri));
                     let value = match a.value {
                         Some(v) => v,
                         None => match previous.and_then(|p| p.auth.as_ref()) {
-                            Some(p) if p.key.eq_ignore_ascii_case(&key) => p.value.clone(),
+                            Some(p) if p.key.eq_ignore_ascii_case(&key) && same_origin => p.value.clone(),
+                            Some(_) if !same_origin => {
+                                return Err(invalid(
+                                    "channel.config.authScheme.value",
+                                    "give the secret again when the hook's URI points at another server",
+                                ));
+                            }
                             _ => return Err(blank("channel.config.authScheme.value")),
                         },
                     };
@@ -217,8 +226,18 @@ async fn apply(
                     let secret = match o.client_secret {
                         Some(s) => s,
                         None => match prev {
-                            Some(p) if p.client_id == client_id && p.client_secret.is_some() => {
+                            Some(p)
+                                if p.client_id == client_id
+                                    && p.token_url == token_url
+                                    && p.client_secret.is_some() =>
+                            {
                                 p.client_secret.clone().unwrap_or_default()
+                            }
+                            Some(p) if p.client_secret.is_some() => {
+                                return Err(invalid(
+                                    "channel.config.clientSecret",
+                                    "give the client secret again when clientId or tokenUrl change",
+                                ));
                             }
                             _ => return Err(blank("channel.config.clientSecret")),
                         },
@@ -299,17 +318,31 @@ fn event(ctx: &EventContext, kind: &str, msg: &str, hook: &InlineHook, now: Time
     ctx.event(kind, msg, now).with_target(target(hook))
 }
 
+/// A failed hook write as the caller is told it: a taken lookup key is one of the per-type
+/// limits (checked first, and enforced by the store for concurrent writers).
+fn hook_write_failed(e: Fail, hook_type: InlineHookType, id: &str) -> ApiError {
+    match e {
+        Fail::Store(haken_store::StoreError::Conflict("lookup")) => limit_error(hook_type),
+        other => fail(other, id, "InlineHook"),
+    }
+}
+
+fn limit_error(hook_type: InlineHookType) -> ApiError {
+    match hook_type {
+        InlineHookType::Telephony => invalid("type", "only one telephony inline hook may be ACTIVE"),
+        _ => invalid("type", "only one password import inline hook may exist"),
+    }
+}
+
 /// The per-type limits that depend on the other hooks (spec 5.3 and 7): one password import
 /// hook; one active telephony hook.
 async fn check_type_limits(store: &Store, hook: &InlineHook) -> Result<(), ApiError> {
     let all: Vec<InlineHook> = store.all_docs().await.map_err(|e| store_error(e, &hook.id, "InlineHook"))?;
     let others: Vec<&InlineHook> = all.iter().filter(|h| h.id != hook.id && h.hook_type == hook.hook_type).collect();
     match hook.hook_type {
-        InlineHookType::PasswordImport if !others.is_empty() => {
-            Err(invalid("type", "only one password import inline hook may exist"))
-        }
+        InlineHookType::PasswordImport if !others.is_empty() => Err(limit_error(hook.hook_type)),
         InlineHookType::Telephony if hook.is_active() && others.iter().any(|h| h.is_active()) => {
-            Err(invalid("type", "only one telephony inline hook may be ACTIVE"))
+            Err(limit_error(hook.hook_type))
         }
         _ => Ok(()),
     }
@@ -344,7 +377,7 @@ pub async fn create(
     apply(store, spec, &mut hook, policy, None).await?;
     check_type_limits(store, &hook).await?;
     let ev = event(ctx, "inline_hook.created", "Inline hook created", &hook, now);
-    store.insert_doc(&hook, &[ev]).await.map_err(|e| store_error(e, &hook.id, "InlineHook"))?;
+    store.insert_doc(&hook, &[ev]).await.map_err(|e| hook_write_failed(Fail::Store(e), hook.hook_type, &hook.id))?;
     Ok(hook)
 }
 
@@ -364,6 +397,9 @@ pub async fn active_of_type(store: &Store, hook_type: InlineHookType) -> Result<
 
 /// Replaces the configuration (`PUT`, or a partial `POST` already merged into a whole spec).
 /// The type cannot change.
+/// `read` is the hook as the caller saw it (a partial update merged its patch over it); the
+/// update is refused if the hook changed since, so no concurrent change is lost.
+#[allow(clippy::too_many_arguments)]
 pub async fn replace(
     store: &Store,
     caller: &InlineCaller,
@@ -371,9 +407,13 @@ pub async fn replace(
     id: &str,
     spec: InlineHookSpec,
     policy: UrlPolicy,
+    read: Option<InlineHook>,
     now: Timestamp,
 ) -> Result<InlineHook, ApiError> {
-    let current = get(store, id).await?;
+    let current = match read {
+        Some(h) => h,
+        None => get(store, id).await?,
+    };
     if let Some(t) = &spec.hook_type
         && t != current.hook_type.as_str()
     {
@@ -397,9 +437,9 @@ pub async fn replace(
             Ok(Some(Change { value: next, events: vec![ev] }))
         })
         .await
-        .map_err(|e| fail(e, id, "InlineHook"))?;
+        .map_err(|e| hook_write_failed(e, current.hook_type, id))?;
     if updated.channel != current.channel {
-        caller.forget_token(id);
+        caller.forget_token(&current);
     }
     Ok(updated)
 }
@@ -434,7 +474,7 @@ pub async fn set_status(
             Ok(Some(Change { value: hook, events: vec![ev] }))
         })
         .await
-        .map_err(|e| fail(e, id, "InlineHook"))
+        .map_err(|e| hook_write_failed(e, current.hook_type, id))
 }
 
 /// Deletes an `INACTIVE` hook.

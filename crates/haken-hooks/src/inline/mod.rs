@@ -331,7 +331,8 @@ impl InlineCaller {
             headers,
             body: Some(body.to_vec()),
             timeout,
-            max_response: MAX_RESPONSE_BYTES,
+            // One byte short of the cap: a body of exactly 256 KB is already too large.
+            max_response: MAX_RESPONSE_BYTES - 1,
         };
         let resp = self.client.send(req).await.map_err(|e| match e {
             SendError::Timeout => {
@@ -339,17 +340,22 @@ impl InlineCaller {
             }
             other => CallFailure::new(FailureKind::Transport, other.to_string()),
         })?;
-        if resp.status == 401 && ch.oauth.is_some() {
+        if resp.status == 401
+            && let Some(oauth) = &ch.oauth
+        {
             // The token may have been revoked early: fetch a new one next time.
-            self.tokens.invalidate(&hook.id);
+            self.tokens.invalidate(&token_cache_key(&hook.id, oauth));
         }
-        if resp.truncated {
+        // A password import hook is sent the typed password: a handler that echoes its request
+        // in an error body must not put it into the System Log, so its bodies are never quoted.
+        let quote = hook.hook_type != InlineHookType::PasswordImport;
+        if resp.truncated && (200..300).contains(&resp.status) {
             return Err(CallFailure::new(
                 FailureKind::Oversize,
-                format!("the response body is larger than {MAX_RESPONSE_BYTES} bytes (it must be under 256 KB)"),
+                format!("the response body is {MAX_RESPONSE_BYTES} bytes or more (it must be under 256 KB)"),
             ));
         }
-        parse_response(resp.status, &resp.body)
+        parse(resp.status, &resp.body, quote)
     }
 
     async fn access_token(
@@ -378,10 +384,13 @@ impl InlineCaller {
                 ClientAuth::PrivateKeyJwt { private_pkcs8_der: der, kid: key.key_id }
             }
         };
+        // The cache key covers everything the token depends on, so a changed channel never
+        // reuses a token another node (or an earlier configuration) fetched.
+        let cache_key = token_cache_key(&hook.id, oauth);
         self.tokens
             .access_token(
                 &self.client,
-                &hook.id,
+                &cache_key,
                 &oauth.token_url,
                 &oauth.client_id,
                 oauth.scope.as_deref(),
@@ -393,9 +402,30 @@ impl InlineCaller {
     }
 
     /// Forgets a hook's cached access token (its channel changed).
-    pub fn forget_token(&self, hook_id: &str) {
-        self.tokens.invalidate(hook_id);
+    pub fn forget_token(&self, hook: &InlineHook) {
+        if let Some(oauth) = &hook.channel.oauth {
+            self.tokens.invalidate(&token_cache_key(&hook.id, oauth));
+        }
     }
+}
+
+/// The hook and a digest of what its access token depends on.
+fn token_cache_key(hook_id: &str, o: &haken_core::inline_hook::OAuthConfig) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for part in [
+        o.token_url.as_str(),
+        o.client_id.as_str(),
+        o.scope.as_deref().unwrap_or(""),
+        o.auth_type.as_str(),
+        o.client_secret.as_deref().unwrap_or(""),
+        o.hook_key_id.as_deref().unwrap_or(""),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let d = h.finalize();
+    format!("{hook_id}:{}", d.iter().take(12).map(|b| format!("{b:02x}")).collect::<String>())
 }
 
 /// A fresh `eventId`: 22 characters of URL-safe base64, as Okta sends.
@@ -413,24 +443,34 @@ fn snippet(body: &[u8]) -> String {
     out
 }
 
-/// Reads an answer per spec 3.2: 200 with a JSON object (an empty body counts as `{}`),
-/// 204 empty; any other 2xx only when its body parses; everything else is a failure.
+/// Reads an answer per spec 3.2: a JSON object with any 2xx, or 204 with no body; everything
+/// else is a failure whose message quotes the body.
 pub fn parse_response(status: u16, body: &[u8]) -> Result<HookResponse, CallFailure> {
+    parse(status, body, true)
+}
+
+fn parse(status: u16, body: &[u8], quote: bool) -> Result<HookResponse, CallFailure> {
+    let shown = |body: &[u8]| {
+        if quote { snippet(body) } else { format!("({} bytes, not shown: they may echo the password)", body.len()) }
+    };
     if !(200..300).contains(&status) {
         let what = if (300..400).contains(&status) { " (redirects are not followed)" } else { "" };
         return Err(CallFailure::new(
             FailureKind::Status(status),
-            format!("the hook answered HTTP {status}{what}; body: {}", snippet(body)),
+            format!("the hook answered HTTP {status}{what}; body: {}", shown(body)),
         ));
     }
-    if status == 204 || body.iter().all(u8::is_ascii_whitespace) {
+    if status == 204 {
         return Ok(HookResponse { status, ..HookResponse::default() });
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        CallFailure::new(
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(CallFailure::new(
             FailureKind::Malformed,
-            format!("the response body is not valid JSON ({e}): {}", snippet(body)),
-        )
+            format!("HTTP {status} with an empty body; answer 204 No Content for \"no change\", or a JSON object"),
+        ));
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        CallFailure::new(FailureKind::Malformed, format!("the response body is not valid JSON ({e}): {}", shown(body)))
     })?;
     let Value::Object(obj) = &value else {
         return Err(CallFailure::new(FailureKind::Malformed, "the response body must be a JSON object"));
@@ -620,6 +660,12 @@ mod tests {
         assert_eq!(kind(200, br#"{"commands":{}}"#), Some(FailureKind::Malformed));
         assert_eq!(kind(200, br#"{"commands":[{"value":1}]}"#), Some(FailureKind::Malformed));
         assert_eq!(kind(200, br#"{"error":"x"}"#), Some(FailureKind::Malformed));
+        // "No change" is 204; an empty body with another 2xx is not an answer.
+        assert_eq!(kind(200, b""), Some(FailureKind::Malformed));
+        assert_eq!(kind(202, b"  "), Some(FailureKind::Malformed));
+        assert!(parse_response(204, b"").is_ok());
+        let hidden = parse(500, b"{\"password\":\"hunter2\"}", false).err().map(|f| f.message).unwrap_or_default();
+        assert!(!hidden.contains("hunter2") && hidden.contains("not shown"), "{hidden}");
         let msg = parse_response(302, b"").err().map(|f| f.message).unwrap_or_default();
         assert!(msg.contains("redirects are not followed"), "{msg}");
     }

@@ -42,8 +42,9 @@ fn required(v: Option<Value>, field: &str) -> Result<String, Failure> {
 }
 
 async fn authenticate_user(State(state): State<AppState>, Caller(ctx): Caller, req: Request) -> Response {
-    // Unauthenticated callers share one window per client address (as bad API tokens do).
-    let q = state.limiter.check(&format!("ip:{}", ctx.client_ip.as_deref().unwrap_or_default()));
+    // Sign-ins have their own window per client address: lockout is per user, and this bounds
+    // how many users one address can try.
+    let q = state.signin_limiter.check(&format!("signin:{}", ctx.client_ip.as_deref().unwrap_or_default()));
     if !q.allowed {
         return with_quota(Failure(ApiError::new(ErrorCode::RateLimited)).into_response(), q);
     }

@@ -327,8 +327,9 @@ async fn update_inline_hook(
     }
     merge(&mut whole, &body);
     let spec = spec_from_json(&whole)?;
-    let hook = manage::replace(&state.store, &state.inline, &ctx, &id, spec, state.outbound.policy(), Timestamp::now())
-        .await?;
+    let policy = state.outbound.policy();
+    let hook =
+        manage::replace(&state.store, &state.inline, &ctx, &id, spec, policy, Some(current), Timestamp::now()).await?;
     Ok(Json(render(&hook, &state.public_url)).into_response())
 }
 
@@ -339,8 +340,8 @@ async fn replace_inline_hook(
     OktaJson(body): OktaJson<Value>,
 ) -> ApiResult<Response> {
     let spec = spec_from_json(&body)?;
-    let hook = manage::replace(&state.store, &state.inline, &ctx, &id, spec, state.outbound.policy(), Timestamp::now())
-        .await?;
+    let policy = state.outbound.policy();
+    let hook = manage::replace(&state.store, &state.inline, &ctx, &id, spec, policy, None, Timestamp::now()).await?;
     Ok(Json(render(&hook, &state.public_url)).into_response())
 }
 

@@ -256,6 +256,7 @@ async fn flows(n: usize, url: &str, raw_client: &reqwest::Client, summary: &mut 
         insecure_hooks: true,
         rate_limit_per_minute: u32::MAX,
         registration_per_minute: u32::MAX,
+        signin_per_minute: u32::MAX,
         lockout_attempts: 0,
         ..haken_server::ServerConfig::default()
     };

@@ -447,6 +447,11 @@ async fn hook_api_validation_and_secrets(b: Backend) {
     let mut put = hook.clone();
     put["description"] = json!("now described");
     assert_eq!(s.put(&format!("/api/v1/eventHooks/{id}"), put).await.ok()["description"], "now described");
+    // ... but never carries it to another server.
+    let mut moved = s.get(&format!("/api/v1/eventHooks/{id}")).await.ok().clone();
+    moved["channel"]["config"]["uri"] = json!("https://elsewhere.example.org/collect");
+    let refused = s.put(&format!("/api/v1/eventHooks/{id}"), moved).await;
+    assert!(refused.expect_error(400, "E0000001").to_string().contains("authScheme.value"));
 
     // Delete needs INACTIVE.
     s.delete(&format!("/api/v1/eventHooks/{id}")).await.expect_error(400, "E0000001");

@@ -117,6 +117,15 @@ async fn partial_update_replace_and_lifecycle(b: Backend) {
         Some("Bearer hook-secret")
     );
 
+    // The header secret stays with its server: a new origin needs the value again.
+    let other = Receiver::start().await;
+    let moved = s.post(&path, json!({ "channel": { "config": { "uri": other.url } } })).await;
+    assert!(moved.expect_error(400, "E0000001").to_string().contains("authScheme.value"));
+    let same_server = format!("{}/elsewhere", r.url.trim_end_matches("/hook"));
+    let kept = s.post(&path, json!({ "channel": { "config": { "uri": same_server } } })).await;
+    assert_eq!(kept.ok()["channel"]["config"]["uri"], same_server);
+    s.post(&path, json!({ "channel": { "config": { "uri": r.url } } })).await.ok();
+
     // PUT replaces; a round-tripped GET body (no secret value) keeps the secret.
     let mut whole = s.get(&path).await.ok().clone();
     whole["channel"]["config"]["headers"] = json!([{ "key": "X-Other", "value": "1" }]);
@@ -292,12 +301,19 @@ async fn validation_and_limits(b: Backend) {
     }
     strict.stop().await;
 
-    // One password import hook; names are unique; 100 hooks at most.
-    s.post("/api/v1/inlineHooks", http_hook("pwd", PWD, "https://p.example.org/x")).await.ok();
-    let second = s.post("/api/v1/inlineHooks", http_hook("pwd2", PWD, "https://p.example.org/x")).await;
-    assert!(second.expect_error(400, "E0000001").to_string().contains("password import"));
-    s.post("/api/v1/inlineHooks", http_hook("PWD", REG, "https://p.example.org/x")).await.expect_error(400, "E0000001");
-    for i in 1..100 {
+    // One password import hook, even when several are created at once; names are unique;
+    // 100 hooks at most.
+    let racers: Vec<_> = (0..6)
+        .map(|i| s.post("/api/v1/inlineHooks", http_hook(&format!("pwd{i}"), PWD, "https://p.example.org/x")))
+        .collect();
+    let answers = futures_util::future::join_all(racers).await;
+    assert_eq!(answers.iter().filter(|a| a.status == 200).count(), 1, "exactly one password import hook");
+    for a in answers.iter().filter(|a| a.status != 200) {
+        assert!(a.expect_error(400, "E0000001").to_string().contains("password import"), "{}", a.body);
+    }
+    s.post("/api/v1/inlineHooks", http_hook("dup", REG, "https://p.example.org/x")).await.ok();
+    s.post("/api/v1/inlineHooks", http_hook("DUP", REG, "https://p.example.org/x")).await.expect_error(400, "E0000001");
+    for i in 2..100 {
         s.post("/api/v1/inlineHooks", http_hook(&format!("h{i}"), REG, "https://p.example.org/x")).await.ok();
     }
     let over = s.post("/api/v1/inlineHooks", http_hook("h100", REG, "https://p.example.org/x")).await;
@@ -444,10 +460,18 @@ async fn oauth_client_secret_post_channel(b: Backend) {
     // A token endpoint that refuses: a hook failure that names the endpoint, never the secret.
     let refusing = Receiver::start().await;
     refusing.always_json(401, r#"{"error":"invalid_client"}"#);
-    let upd = s
+    // A kept client secret is never sent to a token URL it was not given for.
+    let moved = s
         .post(
             &format!("/api/v1/inlineHooks/{}", id_of(&hook)),
             json!({ "channel": { "config": { "tokenUrl": refusing.url } } }),
+        )
+        .await;
+    assert!(moved.expect_error(400, "E0000001").to_string().contains("clientSecret"));
+    let upd = s
+        .post(
+            &format!("/api/v1/inlineHooks/{}", id_of(&hook)),
+            json!({ "channel": { "config": { "tokenUrl": refusing.url, "clientSecret": "very-secret-value" } } }),
         )
         .await;
     upd.ok();
