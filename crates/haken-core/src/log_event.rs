@@ -321,11 +321,15 @@ impl Target {
     }
 }
 
-/// A random (version 4) UUID in its usual text form.
+/// A time-ordered (version 7) UUID in its usual text form.
 pub fn new_uuid() -> String {
-    let b: [u8; 16] = rand::random();
-    let mut b = b;
-    b[6] = (b[6] & 0x0f) | 0x40;
+    // Version 7: the first 48 bits are the Unix time in milliseconds, the rest random. Events
+    // are stored under a unique index on their uuid, and time-ordered keys append to the end of
+    // it instead of landing on a random page of an ever larger index.
+    let mut b: [u8; 16] = rand::random();
+    let ms = crate::time::Timestamp::now().millis().max(0) as u64;
+    b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    b[6] = (b[6] & 0x0f) | 0x70;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
     format!("{}-{}-{}-{}-{}", h(0..4), h(4..6), h(6..8), h(8..10), h(10..16))
