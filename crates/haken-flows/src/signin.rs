@@ -344,7 +344,16 @@ fn mask(mut ev: LogEvent, secret: &str) -> LogEvent {
         match v {
             Value::String(s) if s.contains(secret) => *s = s.replace(secret, "*****"),
             Value::Array(items) => items.iter_mut().for_each(|i| walk(i, secret)),
-            Value::Object(m) => m.values_mut().for_each(|i| walk(i, secret)),
+            Value::Object(m) => {
+                // Keys too: a handler may key its debugContext by what it was sent.
+                if m.keys().any(|k| k.contains(secret)) {
+                    let entries = std::mem::take(m);
+                    for (k, v) in entries {
+                        m.insert(k.replace(secret, "*****"), v);
+                    }
+                }
+                m.values_mut().for_each(|i| walk(i, secret));
+            }
             _ => {}
         }
     }
@@ -438,7 +447,7 @@ mod tests {
         let ev = ctx
             .event("inline_hook.executed", "Inline hook executed", Timestamp(0))
             .with_debug("failureReason", Value::String("HTTP 500; body: {\"password\":\"Hunter-22\"}".into()))
-            .with_debug("debugContext", json!({ "echo": ["x", "Hunter-22"] }));
+            .with_debug("debugContext", json!({ "echo": ["x", "Hunter-22"], "seen:Hunter-22": true }));
         let masked = mask(ev, "Hunter-22").to_value().to_string();
         assert!(!masked.contains("Hunter-22"), "{masked}");
         assert!(masked.contains("*****"));

@@ -205,9 +205,12 @@ impl TokenCache {
             timeout,
             max_response: 64 * 1024,
         };
-        // An endpoint may echo the request in its error body, raw or form-encoded.
+        // An endpoint may echo the request in its error body: raw, form-encoded, or as a JSON
+        // string (quotes, backslashes and other characters escaped).
         let encoded: String = form_urlencoded::byte_serialize(credential.as_bytes()).collect();
-        let secrets = [credential.as_str(), encoded.as_str()];
+        let json_quoted = serde_json::to_string(&credential).unwrap_or_default();
+        let json_escaped = json_quoted.trim_matches('"').to_owned();
+        let secrets = [credential.as_str(), encoded.as_str(), json_escaped.as_str()];
         // Lifetime counts from before the request: the server's clock started no earlier.
         let started = Instant::now();
         let resp = client.send(req).await.map_err(|e| format!("token endpoint {token_url} did not answer: {e}"))?;
@@ -469,6 +472,17 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1100)).await;
         assert_eq!(cache.access_token(&client, "h", &url, "c", None, &auth, T).await?, "tok-2");
         Ok(())
+    }
+
+    #[test]
+    fn echoed_secrets_are_redacted_in_every_encoding() {
+        let secret = "a\"b\\c/é";
+        let encoded: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        let json_escaped = serde_json::to_string(secret).unwrap_or_default().trim_matches('"').to_owned();
+        let body = format!(r#"{{"raw":"{secret}","form":"{encoded}","json":"{json_escaped}"}}"#);
+        let out = snippet(body.as_bytes(), &[secret, &encoded, &json_escaped]);
+        assert!(!out.contains(secret) && !out.contains(&encoded) && !out.contains(&json_escaped), "{out}");
+        assert_eq!(out.matches("***").count(), 3, "{out}");
     }
 
     #[tokio::test]
