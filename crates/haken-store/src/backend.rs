@@ -803,6 +803,19 @@ macro_rules! backend_impl {
                 Ok(row.try_get::<i64, _>(0)?)
             }
 
+            /// A document of kind `T` under the backend's row lock.
+            async fn lock_typed_doc<T: Document>(tx: &mut sqlx::Transaction<'static, $db>, id: &str) -> Result<T, StoreError> {
+                let row = sqlx::query(concat!("SELECT data FROM documents WHERE kind = $1 AND id = $2", $lock))
+                    .bind(T::KIND)
+                    .bind(id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                match row {
+                    Some(r) => decode(&r.try_get::<String, _>(0)?),
+                    None => Err(StoreError::NotFound),
+                }
+            }
+
             pub(crate) async fn update_doc<T, E, F>(&self, id: &str, f: F) -> Result<T, E>
             where
                 T: Document + Clone,
@@ -810,16 +823,7 @@ macro_rules! backend_impl {
                 F: FnOnce(T) -> Result<Option<Change<T>>, E> + Send,
             {
                 let mut tx = self.begin().await?;
-                let row = sqlx::query(concat!("SELECT data FROM documents WHERE kind = $1 AND id = $2", $lock))
-                    .bind(T::KIND)
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(StoreError::from)?;
-                let current: T = match row {
-                    Some(r) => decode(&r.try_get::<String, _>(0).map_err(StoreError::from)?)?,
-                    None => return Err(StoreError::NotFound.into()),
-                };
+                let current: T = Self::lock_typed_doc(&mut tx, id).await?;
                 let Some(change) = f(current.clone())? else {
                     return Ok(current);
                 };
@@ -846,16 +850,7 @@ macro_rules! backend_impl {
                 F: FnOnce(&T) -> Result<Vec<LogEvent>, E> + Send,
             {
                 let mut tx = self.begin().await?;
-                let row = sqlx::query(concat!("SELECT data FROM documents WHERE kind = $1 AND id = $2", $lock))
-                    .bind(T::KIND)
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(StoreError::from)?;
-                let current: T = match row {
-                    Some(r) => decode(&r.try_get::<String, _>(0).map_err(StoreError::from)?)?,
-                    None => return Err(StoreError::NotFound.into()),
-                };
+                let current: T = Self::lock_typed_doc(&mut tx, id).await?;
                 let events = f(&current)?;
                 sqlx::query("DELETE FROM documents WHERE kind = $1 AND id = $2")
                     .bind(T::KIND)

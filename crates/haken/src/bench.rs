@@ -54,6 +54,50 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
+/// A `haken serve` child process (so its CPU time and memory can be read alone); killed when
+/// dropped.
+pub(crate) struct Server {
+    pub(crate) child: std::process::Child,
+    pub(crate) base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts this binary's `serve` on a free port of 127.0.0.1 with `token` as its API token, and
+/// waits until it answers `/healthz`.
+pub(crate) async fn start_server(dir: &std::path::Path, db: Option<&str>, token: &str) -> anyhow::Result<Server> {
+    use std::process::{Command, Stdio};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let exe = std::env::current_exe().context("finding the haken binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--insecure-hooks"])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--rate-limit-per-minute", &u32::MAX.to_string()])
+        .env("HAKEN_BOOTSTRAP_TOKEN", token)
+        .env("HAKEN_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(url) = db {
+        cmd.args(["--database-url", url]);
+    }
+    let server =
+        Server { child: cmd.spawn().context("starting haken serve")?, base: format!("http://127.0.0.1:{port}") };
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http.get(format!("{}/healthz", server.base)).send().await.is_ok_and(|r| r.status().is_success()) {
+        anyhow::ensure!(Instant::now() < deadline, "the server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(server)
+}
+
 pub(crate) struct Figures {
     pub(crate) ops: u64,
     pub(crate) errors: u64,

@@ -6,7 +6,6 @@
 
 use axum::serve::ListenerExt as _;
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,7 +15,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
-use super::{drive, percentile};
+use super::{drive, percentile, start_server};
 
 #[derive(Debug, clap::Args)]
 pub struct EventsBench {
@@ -84,45 +83,6 @@ fn cpu_ms(pid: u32) -> Option<f64> {
     let stime: f64 = fields.get(12)?.parse().ok()?;
     // Linux reports clock ticks; USER_HZ is 100 on every mainstream configuration.
     Some((utime + stime) * 10.0)
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_server(dir: &std::path::Path, db: Option<&str>, token: &str) -> anyhow::Result<Server> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let exe = std::env::current_exe().context("finding the haken binary")?;
-    let mut cmd = Command::new(exe);
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--insecure-hooks"])
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--rate-limit-per-minute", &u32::MAX.to_string()])
-        .env("HAKEN_BOOTSTRAP_TOKEN", token)
-        .env("HAKEN_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    if let Some(url) = db {
-        cmd.args(["--database-url", url]);
-    }
-    let server =
-        Server { child: cmd.spawn().context("starting haken serve")?, base: format!("http://127.0.0.1:{port}") };
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !http.get(format!("{}/healthz", server.base)).send().await.is_ok_and(|r| r.status().is_success()) {
-        anyhow::ensure!(Instant::now() < deadline, "the server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(server)
 }
 
 pub async fn run(args: EventsBench) -> anyhow::Result<()> {

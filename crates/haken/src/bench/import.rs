@@ -6,12 +6,11 @@
 //! The big file is then imported again, which must create no user.
 
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use super::start_server;
 use serde_json::{Value, json};
 
 #[derive(Debug, clap::Args)]
@@ -27,51 +26,12 @@ pub struct ImportBench {
     pg_url: String,
 }
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Peak resident memory of a process in MiB (`VmHWM` of `/proc/<pid>/status`).
 fn peak_rss_mb(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
-}
-
-async fn start_server(dir: &std::path::Path, db: Option<&str>, token: &str) -> anyhow::Result<Server> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let exe = std::env::current_exe().context("finding the haken binary")?;
-    let mut cmd = Command::new(exe);
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--insecure-hooks"])
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--rate-limit-per-minute", &u32::MAX.to_string()])
-        .env("HAKEN_BOOTSTRAP_TOKEN", token)
-        .env("HAKEN_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    if let Some(url) = db {
-        cmd.args(["--database-url", url]);
-    }
-    let server =
-        Server { child: cmd.spawn().context("starting haken serve")?, base: format!("http://127.0.0.1:{port}") };
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !http.get(format!("{}/healthz", server.base)).send().await.is_ok_and(|r| r.status().is_success()) {
-        anyhow::ensure!(Instant::now() < deadline, "the server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(server)
 }
 
 /// Writes a CSV of `rows` users whose logins start with `prefix`.

@@ -91,6 +91,30 @@ where
     Ok(Lat::of(ms))
 }
 
+/// Runs `n` pairs of `op(i, with_hook)` (after `warmup` unmeasured pairs), each pair in
+/// alternating order: whichever request of a pair runs second is slower on this machine (the
+/// first one's after-work), and interleaving puts drift in the machine's load on both sides.
+/// `op` returns the milliseconds it measured. Returns (without the hook, with it).
+async fn interleaved<F, Fut>(n: usize, warmup: usize, mut op: F) -> anyhow::Result<(Lat, Lat)>
+where
+    F: FnMut(usize, bool) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<f64>>,
+{
+    let (mut without, mut with) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n + warmup {
+        let mut pair = [0.0f64; 2];
+        for step in 0..2 {
+            let hooked = (step == 0) == (i % 2 == 1);
+            pair[usize::from(hooked)] = op(i, hooked).await?;
+        }
+        if i >= warmup {
+            without.push(pair[0]);
+            with.push(pair[1]);
+        }
+    }
+    Ok((Lat::of(without), Lat::of(with)))
+}
+
 fn hook(hook_type: InlineHookType, uri: &str) -> InlineHook {
     let now = haken_core::Timestamp::now();
     InlineHook {
@@ -339,31 +363,20 @@ async fn flows(n: usize, url: &str, raw_client: &reqwest::Client, summary: &mut 
             }
         }
     };
-    // Interleaved, so drift in the machine's load falls on both sides alike.
     let (plain, hooked_reg) = (register("plain"), register("hooked"));
-    let (mut without_ms, mut with_ms) = (Vec::new(), Vec::new());
-    // Each pair runs in alternating order: whichever request of a pair runs second is slower
-    // on this machine (the first one's after-work), and that must not count against either.
-    for i in 0..n + 10 {
-        let mut pair = [0.0f64; 2];
-        for step in 0..2 {
-            let hooked = (step == 0) == (i % 2 == 1);
-            api(reqwest::Method::PUT, rule_path.clone(), attach(if hooked { reg["id"].as_str() } else { None }))
-                .await?;
+    let (without, with) = interleaved(n, 10, |i, hooked| {
+        let attached = attach(if hooked { reg["id"].as_str() } else { None });
+        let (api, rule_path) = (&api, rule_path.clone());
+        let op = if hooked { hooked_reg(i) } else { plain(i) };
+        async move {
+            // Attaching or detaching the hook is not part of what is timed.
+            api(reqwest::Method::PUT, rule_path, attached).await?;
             let t = Instant::now();
-            if hooked {
-                hooked_reg(i).await?;
-            } else {
-                plain(i).await?;
-            }
-            pair[usize::from(hooked)] = t.elapsed().as_secs_f64() * 1000.0;
+            op.await?;
+            Ok(t.elapsed().as_secs_f64() * 1000.0)
         }
-        if i >= 10 {
-            without_ms.push(pair[0]);
-            with_ms.push(pair[1]);
-        }
-    }
-    let (without, with) = (Lat::of(without_ms), Lat::of(with_ms));
+    })
+    .await?;
     // The hook call as the engine timed it inside the server (handler round trip included).
     let since = haken_core::Timestamp(haken_core::Timestamp::now().millis() - 3_600_000).to_rfc3339();
     let mut in_server = Vec::new();
@@ -457,23 +470,15 @@ async fn flows(n: usize, url: &str, raw_client: &reqwest::Client, summary: &mut 
         }
     };
     let (local_op, hooked_op) = (sign_in(local), sign_in(hooked));
-    let (mut local_ms, mut import_ms) = (Vec::new(), Vec::new());
-    for i in 0..n {
-        let mut pair = [0.0f64; 2];
-        for step in 0..2 {
-            let hooked = (step == 0) == (i % 2 == 1);
+    let (local_lat, import_lat) = interleaved(n, 0, |i, hooked| {
+        let op = if hooked { hooked_op(i) } else { local_op(i) };
+        async move {
             let t = Instant::now();
-            if hooked {
-                hooked_op(i).await?;
-            } else {
-                local_op(i).await?;
-            }
-            pair[usize::from(hooked)] = t.elapsed().as_secs_f64() * 1000.0;
+            op.await?;
+            Ok(t.elapsed().as_secs_f64() * 1000.0)
         }
-        local_ms.push(pair[0]);
-        import_ms.push(pair[1]);
-    }
-    let (local_lat, import_lat) = (Lat::of(local_ms), Lat::of(import_ms));
+    })
+    .await?;
     let added = import_lat.minus(local_lat);
     println!(
         "password import ({n} first sign-ins): local password p50 {:.3} ms p99 {:.3} ms; through the hook p50 {:.3} ms p99 {:.3} ms; difference p50 {:.3} ms p99 {:.3} ms (hash vs verify, plus the hook)",
