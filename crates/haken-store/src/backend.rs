@@ -6,7 +6,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use haken_core::hook::{Attempt, AttemptOutcome, Delivery, DeliveryStatus, EventHook};
-use haken_core::session::Session;
 use haken_core::token::ApiToken;
 use haken_core::{Group, LogEvent, Timestamp, User};
 use serde_json::Value;
@@ -743,8 +742,8 @@ macro_rules! backend_impl {
                 }
             }
 
-            pub(crate) async fn insert_doc<T: Document>(&self, doc: &T, events: &[LogEvent]) -> Result<(), StoreError> {
-                let mut tx = self.begin().await?;
+            /// Inserts a new document inside the caller's transaction.
+            async fn write_new_doc<T: Document>(tx: &mut sqlx::Transaction<'static, $db>, doc: &T) -> Result<(), StoreError> {
                 sqlx::query("INSERT INTO documents (kind, id, name_lower, lookup, parent, data) VALUES ($1, $2, $3, $4, $5, $6)")
                     .bind(T::KIND)
                     .bind(doc.doc_id())
@@ -752,9 +751,15 @@ macro_rules! backend_impl {
                     .bind(doc.doc_lookup())
                     .bind(doc.doc_parent())
                     .bind(encode(doc)?)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await
                     .map_err(Self::doc_write_error)?;
+                Ok(())
+            }
+
+            pub(crate) async fn insert_doc<T: Document>(&self, doc: &T, events: &[LogEvent]) -> Result<(), StoreError> {
+                let mut tx = self.begin().await?;
+                Self::write_new_doc(&mut tx, doc).await?;
                 let routed = self.insert_events(&mut tx, events).await?;
                 tx.commit().await?;
                 self.after_commit(routed);
@@ -989,16 +994,7 @@ macro_rules! backend_impl {
                     None => current,
                 };
                 if let Some(session) = &write.session {
-                    sqlx::query("INSERT INTO documents (kind, id, name_lower, lookup, parent, data) VALUES ($1, $2, $3, $4, $5, $6)")
-                        .bind(<Session as Document>::KIND)
-                        .bind(session.doc_id())
-                        .bind(session.doc_name().map(|n| n.to_lowercase()))
-                        .bind(session.doc_lookup())
-                        .bind(session.doc_parent())
-                        .bind(encode(session)?)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(Self::doc_write_error)?;
+                    Self::write_new_doc(&mut tx, session).await?;
                 }
                 let routed = self.insert_events(&mut tx, &write.events).await?;
                 tx.commit().await.map_err(StoreError::from)?;

@@ -13,7 +13,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use haken_core::app::{App, IMPORT_JOB_TYPE, ImportFormat, ImportJob, ImportSettings, MatchRule};
-use haken_core::filter::{self, Syntax};
 use haken_core::{ApiError, ErrorCode, Timestamp};
 use haken_flows::apps::{self, AppInput};
 use haken_flows::import::{self, ImportEnv, ImportOptions};
@@ -21,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::io::AsyncWriteExt;
 
-use crate::api::listing::{bad_filter, scan};
+use crate::api::listing::{parse_filter, scan};
 use crate::api::render;
 use crate::error::{ApiResult, Failure};
 use crate::extract::{Caller, OktaJson};
@@ -281,17 +280,7 @@ async fn list_apps(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Ap
     let after = after_param(&state, &params, "apps")?;
     let prefix = params.get("q").map(str::to_lowercase).filter(|s| !s.is_empty());
     let filter = match params.get("filter") {
-        Some(text) => {
-            let f = filter::parse(text, Syntax::LOGS).map_err(|e| bad_filter(ErrorCode::InvalidSearch, "filter", e))?;
-            if let Some(p) = f.paths().into_iter().find(|p| !APP_FILTER_ATTRIBUTES.contains(p)) {
-                return Err(bad_filter(
-                    ErrorCode::InvalidSearch,
-                    "filter",
-                    format!("'{p}' is not a filterable attribute"),
-                ));
-            }
-            Some(f)
-        }
+        Some(text) => Some(parse_filter(text, APP_FILTER_ATTRIBUTES)?),
         None => None,
     };
     let store = state.store.clone();

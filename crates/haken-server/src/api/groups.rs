@@ -5,13 +5,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
-use haken_core::filter::{self, Syntax};
 use haken_core::{ApiError, ErrorCode, Timestamp};
 use haken_flows::directory;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::api::listing::{bad_filter, scan};
+use crate::api::listing::{parse_filter, scan};
 use crate::api::render;
 use crate::error::{ApiResult, Failure};
 use crate::extract::{Caller, OktaJson};
@@ -121,17 +120,7 @@ async fn list_groups(State(state): State<AppState>, RawQuery(raw): RawQuery) -> 
     let after = after_param(&state, &params, "groups")?;
     let prefix = params.get("q").map(str::to_owned).filter(|s| !s.is_empty());
     let filter = match params.get("filter").or(params.get("search")) {
-        Some(text) => {
-            let f = filter::parse(text, Syntax::LOGS).map_err(|e| bad_filter(ErrorCode::InvalidSearch, "filter", e))?;
-            if let Some(p) = f.paths().into_iter().find(|p| !GROUP_FILTER_ATTRIBUTES.contains(p)) {
-                return Err(bad_filter(
-                    ErrorCode::InvalidSearch,
-                    "filter",
-                    format!("'{p}' is not a filterable attribute"),
-                ));
-            }
-            Some(f)
-        }
+        Some(text) => Some(parse_filter(text, GROUP_FILTER_ATTRIBUTES)?),
         None => None,
     };
     let store = state.store.clone();

@@ -64,6 +64,16 @@ pub fn bad_filter(code: ErrorCode, param: &str, msg: impl std::fmt::Display) -> 
     )
 }
 
+/// Parses a listing's `filter` (the System Log syntax) and refuses attributes outside `allowed`.
+pub fn parse_filter(text: &str, allowed: &[&str]) -> Result<Filter, Failure> {
+    let f = haken_core::filter::parse(text, haken_core::filter::Syntax::LOGS)
+        .map_err(|e| bad_filter(ErrorCode::InvalidSearch, "filter", e))?;
+    if let Some(p) = f.paths().into_iter().find(|p| !allowed.contains(p)) {
+        return Err(bad_filter(ErrorCode::InvalidSearch, "filter", format!("'{p}' is not a filterable attribute")));
+    }
+    Ok(f)
+}
+
 /// `status` values a filter requires at its top level, if it pins them (`status eq "A"`, or
 /// an `or` of such terms).
 pub fn pinned_statuses(f: &Filter) -> Option<Vec<String>> {
