@@ -13,15 +13,19 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row};
 
+use crate::sqlite_writer::{Gate, Writer};
 use crate::{
     Change, Claimed, DispatchRound, Document, HookRuntime, ImportRow, LogCursor, LogQuery, QueueStats, RowWrite,
     SignInWrite, StoreError, StoreOptions, UserQuery, decode, encode,
 };
 
-/// Embedded SQLite: a one-connection pool serialises writers (so commit order is `seq` order
-/// and no transaction ever waits on a lock upgrade); readers use their own pool under WAL.
+/// Embedded SQLite: one writer at a time (so commit order is `seq` order and no transaction
+/// ever waits on a lock upgrade): the writer thread for the frequent writes, a one-connection
+/// pool for the rest, never both at once (the gate); readers use their own pool under WAL.
 #[derive(Debug, Clone)]
 pub struct SqliteBackend {
+    pub(crate) writer: Arc<Writer>,
+    gate: Gate,
     write: SqlitePool,
     read: SqlitePool,
     /// Readers reserved for the delivery engine, so API load cannot starve it.
@@ -68,25 +72,27 @@ impl SqliteBackend {
             .acquire_timeout(opts.acquire_timeout)
             .connect_with(base.read_only(true))
             .await?;
-        Ok(SqliteBackend { write, read, work, hooks: Arc::default() })
+        let gate = Gate::default();
+        let writer = Arc::new(Writer::start(path, gate.clone())?);
+        Ok(SqliteBackend { writer, gate, write, read, work, hooks: Arc::default() })
     }
 
-    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+    async fn begin(&self) -> Result<WriteTx<sqlx::Sqlite>, StoreError> {
+        // The writer thread stays out while this transaction runs.
+        let gate = self.gate.clone().lock_owned().await;
         // IMMEDIATE takes the write lock up front, so another process (the CLI) writing at
         // the same time waits on busy_timeout instead of failing mid-transaction.
         let tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        // The one writer connection runs one transaction at a time: this one has changed no
-        // hooks yet.
-        self.hooks.bumped.store(false, std::sync::atomic::Ordering::SeqCst);
-        Ok(tx)
+        Ok(WriteTx { tx, _gate: Some(gate) })
     }
 
     /// The delivery engine's writes share the single writer (SQLite has one).
-    async fn begin_work(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+    async fn begin_work(&self) -> Result<WriteTx<sqlx::Sqlite>, StoreError> {
         self.begin().await
     }
 
     pub(crate) async fn close(&self) {
+        self.writer.close().await;
         self.work.close().await;
         self.read.close().await;
         self.write.close().await;
@@ -112,12 +118,12 @@ impl PgBackend {
         Ok(PgBackend { write: pool.clone(), read: pool, work, hooks: Arc::default() })
     }
 
-    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
-        Ok(self.write.begin().await?)
+    async fn begin(&self) -> Result<WriteTx<sqlx::Postgres>, StoreError> {
+        Ok(WriteTx { tx: self.write.begin().await?, _gate: None })
     }
 
-    async fn begin_work(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
-        Ok(self.work.begin().await?)
+    async fn begin_work(&self) -> Result<WriteTx<sqlx::Postgres>, StoreError> {
+        Ok(WriteTx { tx: self.work.begin().await?, _gate: None })
     }
 
     pub(crate) async fn close(&self) {
@@ -130,6 +136,31 @@ impl PgBackend {
     }
 }
 
+/// A write transaction. On SQLite it also holds the gate, so the writer thread waits for it.
+pub(crate) struct WriteTx<DB: sqlx::Database> {
+    tx: sqlx::Transaction<'static, DB>,
+    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl<DB: sqlx::Database> WriteTx<DB> {
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::Deref for WriteTx<DB> {
+    type Target = sqlx::Transaction<'static, DB>;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::DerefMut for WriteTx<DB> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
+
 fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -139,7 +170,7 @@ fn foreign_key_violation(e: &sqlx::Error) -> bool {
 }
 
 macro_rules! backend_impl {
-    ($backend:ty, $db:ty, $row:ty, for_update = $lock:literal, skip_locked = $skip:literal, poll_by_tx = $poll_by_tx:literal, notify = $notify:literal, email_expr = $email_expr:literal, name_expr = $name_expr:literal, remember_rev = $remember_rev:literal) => {
+    ($backend:ty, $db:ty, $row:ty, for_update = $lock:literal, skip_locked = $skip:literal, poll_by_tx = $poll_by_tx:literal, notify = $notify:literal, email_expr = $email_expr:literal, name_expr = $name_expr:literal) => {
         impl $backend {
             /// Writes the events and, for each hook that receives one, an outbox row. Returns
             /// whether anything was routed (the caller wakes the dispatcher after commit).
@@ -149,22 +180,10 @@ macro_rules! backend_impl {
                 }
                 let router = self.hooks.router.get();
                 if let Some(router) = router {
-                    // SQLite: one process writes the file and every write goes through one
-                    // connection, so the revision this process last read or wrote is current
-                    // until its own next bump.
-                    let known = if $remember_rev { self.hooks.known_rev.load(std::sync::atomic::Ordering::SeqCst) } else { -1 };
-                    let rev = if known >= 0 {
-                        known
-                    } else {
-                        let row = sqlx::query("SELECT value FROM settings WHERE key = 'event_hooks_rev'").fetch_optional(&mut **tx).await?;
-                        let rev = match row {
-                            Some(r) => r.try_get::<String, _>(0)?.parse::<i64>().unwrap_or(0),
-                            None => 0,
-                        };
-                        if $remember_rev && !self.hooks.bumped.load(std::sync::atomic::Ordering::SeqCst) {
-                            self.hooks.known_rev.store(rev, std::sync::atomic::Ordering::SeqCst);
-                        }
-                        rev
+                    let row = sqlx::query("SELECT value FROM settings WHERE key = 'event_hooks_rev'").fetch_optional(&mut **tx).await?;
+                    let rev = match row {
+                        Some(r) => r.try_get::<String, _>(0)?.parse::<i64>().unwrap_or(0),
+                        None => 0,
                     };
                     if rev != router.revision() {
                         let rows = sqlx::query("SELECT data FROM event_hooks WHERE receives = 1").fetch_all(&mut **tx).await?;
@@ -236,7 +255,7 @@ macro_rules! backend_impl {
                 row.map(|r| decode(&r.try_get::<String, _>(0)?)).transpose()
             }
 
-            fn after_commit(&self, routed: bool) {
+            pub(crate) fn after_commit(&self, routed: bool) {
                 if routed {
                     self.hooks.wake.notify_one();
                 }
@@ -265,7 +284,7 @@ macro_rules! backend_impl {
                 let mut tx = self.begin().await?;
                 let row = sqlx::query(concat!("SELECT value FROM settings WHERE key = $1", $lock))
                     .bind(key)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut **tx)
                     .await
                     .map_err(StoreError::from)?;
                 let current = match row {
@@ -276,7 +295,7 @@ macro_rules! backend_impl {
                 sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value")
                     .bind(key)
                     .bind(encode(&change.value)?)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await
                     .map_err(StoreError::from)?;
                 let routed = self.insert_events(&mut tx, &change.events).await?;
@@ -291,7 +310,7 @@ macro_rules! backend_impl {
                     .bind(&token.id)
                     .bind(&token.token_hash)
                     .bind(encode(token)?)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await
                     .map_err(|e| if unique_violation(&e) { StoreError::Conflict("token") } else { e.into() })?;
                 let routed = self.insert_events(&mut tx, events).await?;
@@ -315,43 +334,10 @@ macro_rules! backend_impl {
                 let done = sqlx::query("UPDATE api_tokens SET data = $2 WHERE id = $1")
                     .bind(&token.id)
                     .bind(encode(token)?)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
                 if done.rows_affected() == 0 {
                     return Err(StoreError::NotFound);
-                }
-                let routed = self.insert_events(&mut tx, events).await?;
-                tx.commit().await?;
-                self.after_commit(routed);
-                Ok(())
-            }
-
-            pub(crate) async fn insert_user(&self, user: &User, group_ids: &[String], events: &[LogEvent]) -> Result<(), StoreError> {
-                let mut tx = self.begin().await?;
-                sqlx::query("INSERT INTO users (id, login_lower, status, last_updated, data) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(&user.id)
-                    .bind(user.login().to_lowercase())
-                    .bind(user.status.as_str())
-                    .bind(user.last_updated.millis())
-                    .bind(encode(user)?)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| if unique_violation(&e) { StoreError::Conflict("login") } else { e.into() })?;
-                for gid in group_ids {
-                    let added = sqlx::query(
-                        "INSERT INTO group_members (group_id, user_id, added) SELECT id, $2, $3 FROM groups WHERE id = $1 ON CONFLICT DO NOTHING",
-                    )
-                    .bind(gid)
-                    .bind(&user.id)
-                    .bind(user.created.millis())
-                    .execute(&mut *tx)
-                    .await?;
-                    if added.rows_affected() == 0 {
-                        let exists = sqlx::query("SELECT 1 FROM groups WHERE id = $1").bind(gid).fetch_optional(&mut *tx).await?;
-                        if exists.is_none() {
-                            return Err(StoreError::MissingReference(gid.clone()));
-                        }
-                    }
                 }
                 let routed = self.insert_events(&mut tx, events).await?;
                 tx.commit().await?;
@@ -382,43 +368,6 @@ macro_rules! backend_impl {
                 Ok(())
             }
 
-            pub(crate) async fn update_user<E, F>(&self, id: &str, f: F) -> Result<User, E>
-            where
-                E: From<StoreError> + Send,
-                F: FnOnce(User) -> Result<Option<Change<User>>, E> + Send,
-            {
-                let mut tx = self.begin().await?;
-                let current: User = Self::lock_doc(&mut tx, concat!("SELECT data FROM users WHERE id = $1", $lock), id)
-                    .await?
-                    .ok_or(StoreError::NotFound)?;
-                let Some(change) = f(current.clone())? else {
-                    return Ok(current);
-                };
-                let user = change.value;
-                Self::write_user(&mut tx, &user).await?;
-                let routed = self.insert_events(&mut tx, &change.events).await?;
-                tx.commit().await.map_err(StoreError::from)?;
-                self.after_commit(routed);
-                Ok(user)
-            }
-
-            pub(crate) async fn delete_user<E, F>(&self, id: &str, f: F) -> Result<(), E>
-            where
-                E: From<StoreError> + Send,
-                F: FnOnce(&User) -> Result<Vec<LogEvent>, E> + Send,
-            {
-                let mut tx = self.begin().await?;
-                let user: User = Self::lock_doc(&mut tx, concat!("SELECT data FROM users WHERE id = $1", $lock), id)
-                    .await?
-                    .ok_or(StoreError::NotFound)?;
-                let events = f(&user)?;
-                sqlx::query("DELETE FROM group_members WHERE user_id = $1").bind(id).execute(&mut *tx).await.map_err(StoreError::from)?;
-                sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await.map_err(StoreError::from)?;
-                let routed = self.insert_events(&mut tx, &events).await?;
-                tx.commit().await.map_err(StoreError::from)?;
-                self.after_commit(routed);
-                Ok(())
-            }
 
             pub(crate) async fn list_users(&self, q: &UserQuery) -> Result<Vec<(i64, User)>, StoreError> {
                 let mut b: QueryBuilder<$db> = QueryBuilder::new("SELECT seq, data FROM users WHERE seq > ");
@@ -462,7 +411,7 @@ macro_rules! backend_impl {
                     .bind(&group.id)
                     .bind(group.name().to_lowercase())
                     .bind(encode(group)?)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await
                     .map_err(|e| if unique_violation(&e) { StoreError::Conflict("name") } else { e.into() })?;
                 let routed = self.insert_events(&mut tx, events).await?;
@@ -516,8 +465,8 @@ macro_rules! backend_impl {
                 let mut tx = self.begin().await?;
                 let group = Self::lock_group(&mut tx, id).await?;
                 let events = f(&group)?;
-                sqlx::query("DELETE FROM group_members WHERE group_id = $1").bind(id).execute(&mut *tx).await.map_err(StoreError::from)?;
-                sqlx::query("DELETE FROM groups WHERE id = $1").bind(id).execute(&mut *tx).await.map_err(StoreError::from)?;
+                sqlx::query("DELETE FROM group_members WHERE group_id = $1").bind(id).execute(&mut **tx).await.map_err(StoreError::from)?;
+                sqlx::query("DELETE FROM groups WHERE id = $1").bind(id).execute(&mut **tx).await.map_err(StoreError::from)?;
                 let routed = self.insert_events(&mut tx, &events).await?;
                 tx.commit().await.map_err(StoreError::from)?;
                 self.after_commit(routed);
@@ -568,7 +517,7 @@ macro_rules! backend_impl {
                     .bind(group_id)
                     .bind(user_id)
                     .bind(now)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await
                     .map_err(|e| if foreign_key_violation(&e) { StoreError::NotFound } else { e.into() })?;
                 if done.rows_affected() == 0 {
@@ -594,7 +543,7 @@ macro_rules! backend_impl {
                 let done = sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
                     .bind(group_id)
                     .bind(user_id)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await
                     .map_err(StoreError::from)?;
                 if done.rows_affected() == 0 {
@@ -632,13 +581,9 @@ macro_rules! backend_impl {
                 rows.iter().map(|r| decode(&r.try_get::<String, _>(0)?)).collect()
             }
 
-
             // ---- event hooks ----
 
             async fn bump_hooks_rev(&self, tx: &mut sqlx::Transaction<'static, $db>) -> Result<(), StoreError> {
-                // Whatever becomes of this transaction, the remembered revision is stale now.
-                self.hooks.known_rev.store(-1, std::sync::atomic::Ordering::SeqCst);
-                self.hooks.bumped.store(true, std::sync::atomic::Ordering::SeqCst);
                 sqlx::query(
                     "INSERT INTO settings (key, value) VALUES ('event_hooks_rev', '1') \
                      ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(settings.value AS INTEGER) + 1 AS TEXT)",
@@ -655,7 +600,7 @@ macro_rules! backend_impl {
                     .bind(hook.name.to_lowercase())
                     .bind(i64::from(hook.receives()))
                     .bind(encode(hook)?)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await
                     .map_err(|e| if unique_violation(&e) { StoreError::Conflict("name") } else { e.into() })?;
                 self.bump_hooks_rev(&mut tx).await?;
@@ -722,7 +667,7 @@ macro_rules! backend_impl {
                     "DELETE FROM deliveries WHERE hook_id = $1",
                     "DELETE FROM event_hooks WHERE id = $1",
                 ] {
-                    sqlx::query(sql).bind(id).execute(&mut *tx).await.map_err(StoreError::from)?;
+                    sqlx::query(sql).bind(id).execute(&mut **tx).await.map_err(StoreError::from)?;
                 }
                 self.bump_hooks_rev(&mut tx).await?;
                 let routed = self.insert_events(&mut tx, &events).await?;
@@ -839,7 +784,7 @@ macro_rules! backend_impl {
                     .bind(change.value.doc_lookup())
                     .bind(change.value.doc_parent())
                     .bind(encode(&change.value)?)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await
                     .map_err(Self::doc_write_error)?;
                 let routed = self.insert_events(&mut tx, &change.events).await?;
@@ -860,7 +805,7 @@ macro_rules! backend_impl {
                 sqlx::query("DELETE FROM documents WHERE kind = $1 AND id = $2")
                     .bind(T::KIND)
                     .bind(id)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await
                     .map_err(StoreError::from)?;
                 let routed = self.insert_events(&mut tx, &events).await?;
@@ -946,7 +891,7 @@ macro_rules! backend_impl {
                             .push_bind(data.as_str());
                     });
                     b.build()
-                        .execute(&mut *tx)
+                        .execute(&mut **tx)
                         .await
                         .map_err(|e| if unique_violation(&e) { StoreError::Conflict("login") } else { StoreError::from(e) })?;
                 }
@@ -955,7 +900,7 @@ macro_rules! backend_impl {
                         .bind(J::KIND)
                         .bind(job.doc_id())
                         .bind(encode(job)?)
-                        .execute(&mut *tx)
+                        .execute(&mut **tx)
                         .await
                         .map_err(StoreError::from)?;
                 }
@@ -1024,138 +969,6 @@ macro_rules! backend_impl {
                 })
             }
 
-            async fn form_in(tx: &mut sqlx::Transaction<'static, $db>, now: i64, max_events: i64) -> Result<usize, StoreError> {
-                let hooks = sqlx::query("SELECT DISTINCT hook_id FROM outbox WHERE delivery_id IS NULL LIMIT 200").fetch_all(&mut **tx).await?;
-                let mut made = 0usize;
-                for h in hooks {
-                    let hook_id: String = h.try_get(0)?;
-                    // A hook deleted while a writer was routing to it can leave rows behind: drop them.
-                    if sqlx::query("SELECT 1 FROM event_hooks WHERE id = $1").bind(&hook_id).fetch_optional(&mut **tx).await?.is_none() {
-                        sqlx::query("DELETE FROM outbox WHERE hook_id = $1 AND delivery_id IS NULL").bind(&hook_id).execute(&mut **tx).await?;
-                        continue;
-                    }
-                    // A bounded number of deliveries per hook and call keeps the transaction short.
-                    for _ in 0..20 {
-                        let rows = sqlx::query(concat!(
-                            "SELECT seq FROM outbox WHERE delivery_id IS NULL AND hook_id = $1 ORDER BY seq LIMIT $2",
-                            $skip
-                        ))
-                        .bind(&hook_id)
-                        .bind(max_events)
-                        .fetch_all(&mut **tx)
-                        .await?;
-                        if rows.is_empty() {
-                            break;
-                        }
-                        let seqs = rows.iter().map(|r| r.try_get::<i64, _>(0)).collect::<Result<Vec<_>, _>>()?;
-                        let id = haken_core::log_event::new_uuid();
-                        sqlx::query(
-                            "INSERT INTO deliveries (id, hook_id, kind, status, attempts, event_count, created, event_time, next_attempt_at) \
-                             VALUES ($1, $2, 'event', 'PENDING', 0, $3, $4, $4, $4)",
-                        )
-                        .bind(&id)
-                        .bind(&hook_id)
-                        .bind(seqs.len() as i64)
-                        .bind(now)
-                        .execute(&mut **tx)
-                        .await?;
-                        let mut b: QueryBuilder<$db> = QueryBuilder::new("UPDATE outbox SET delivery_id = ");
-                        b.push_bind(id).push(" WHERE seq IN (");
-                        let mut sep = b.separated(", ");
-                        for s in &seqs {
-                            sep.push_bind(*s);
-                        }
-                        b.push(")");
-                        b.build().execute(&mut **tx).await?;
-                        made += 1;
-                        if (seqs.len() as i64) < max_events {
-                            break;
-                        }
-                    }
-                }
-                Ok(made)
-            }
-
-            /// One dispatcher round in one write transaction: form deliveries from new routed
-            /// events, then lease, per hook with room, the deliveries due now.
-            pub(crate) async fn dispatch_round(
-                &self,
-                now: i64,
-                max_events: i64,
-                node: &str,
-                lease_until: i64,
-                room: &(dyn Fn(&EventHook) -> u32 + Send + Sync),
-            ) -> Result<DispatchRound, StoreError> {
-                let unbatched = sqlx::query("SELECT 1 FROM outbox WHERE delivery_id IS NULL LIMIT 1").fetch_optional(&self.work).await?.is_some();
-                if !unbatched {
-                    let (due, next) = self.due_hooks(now).await?;
-                    if due.is_empty() {
-                        return Ok(DispatchRound { claimed: Vec::new(), next_due: next });
-                    }
-                }
-                let mut tx = self.begin_work().await?;
-                if unbatched {
-                    Self::form_in(&mut tx, now, max_events).await?;
-                }
-                let rows = sqlx::query(
-                    "SELECT d.hook_id, MIN(d.next_attempt_at) FROM deliveries d JOIN event_hooks h ON h.id = d.hook_id \
-                     WHERE d.status = 'PENDING' AND h.receives = 1 AND (d.lease_until IS NULL OR d.lease_until < $1) \
-                     GROUP BY d.hook_id",
-                )
-                .bind(now)
-                .fetch_all(&mut *tx)
-                .await?;
-                let mut out = DispatchRound::default();
-                for r in rows {
-                    let hook_id: String = r.try_get(0)?;
-                    let at: i64 = r.try_get(1)?;
-                    if at > now {
-                        out.next_due = Some(out.next_due.map_or(at, |n: i64| n.min(at)));
-                        continue;
-                    }
-                    let Some(row) = sqlx::query("SELECT data FROM event_hooks WHERE id = $1").bind(&hook_id).fetch_optional(&mut *tx).await? else {
-                        continue;
-                    };
-                    let hook: EventHook = decode(&row.try_get::<String, _>(0)?)?;
-                    let limit = room(&hook);
-                    if limit == 0 {
-                        continue;
-                    }
-                    let ids = sqlx::query(concat!(
-                        "SELECT id FROM deliveries WHERE hook_id = $1 AND status = 'PENDING' AND next_attempt_at <= $2 \
-                         AND (lease_until IS NULL OR lease_until < $2) ORDER BY next_attempt_at, seq LIMIT $3",
-                        $skip
-                    ))
-                    .bind(&hook_id)
-                    .bind(now)
-                    .bind(i64::from(limit))
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    if ids.is_empty() {
-                        continue;
-                    }
-                    // A lease never ends before the attempt can: the hook's timeout and a margin.
-                    let timeout = i64::try_from(hook.delivery.timeout_ms).unwrap_or(30_000);
-                    let hook_lease_until = lease_until.max(now + timeout + 5_000);
-                    let mut b: QueryBuilder<$db> = QueryBuilder::new("UPDATE deliveries SET lease_owner = ");
-                    b.push_bind(node.to_owned()).push(", lease_until = ").push_bind(hook_lease_until).push(" WHERE id IN (");
-                    let mut sep = b.separated(", ");
-                    for r in &ids {
-                        sep.push_bind(r.try_get::<String, _>(0)?);
-                    }
-                    b.push(") RETURNING *");
-                    let leased = b.build().fetch_all(&mut *tx).await?;
-                    let mut claimed = Vec::with_capacity(leased.len());
-                    for r in &leased {
-                        let inline: Option<String> = r.try_get("inline_events")?;
-                        claimed.push(Claimed { delivery: Self::delivery_from_row(r)?, inline_events: inline.map(|s| decode(&s)).transpose()? });
-                    }
-                    claimed.sort_by_key(|c| (c.delivery.next_attempt_at, c.delivery.created));
-                    out.claimed.push((hook, claimed));
-                }
-                tx.commit().await?;
-                Ok(out)
-            }
 
             pub(crate) async fn due_hooks(&self, now: i64) -> Result<(Vec<String>, Option<i64>), StoreError> {
                 let rows = sqlx::query(
@@ -1184,7 +997,7 @@ macro_rules! backend_impl {
                 let mut tx = self.begin_work().await?;
                 let done = sqlx::query("UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 AND status = 'PENDING'")
                     .bind(node)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
                 tx.commit().await?;
                 Ok(done.rows_affected())
@@ -1198,67 +1011,6 @@ macro_rules! backend_impl {
                 .fetch_all(&self.work)
                 .await?;
                 rows.iter().map(|r| decode(&r.try_get::<String, _>(0)?)).collect()
-            }
-
-            pub(crate) async fn finish_attempt(&self, a: &Attempt, outcome: &AttemptOutcome, events: &[LogEvent], stop_hook: Option<&str>) -> Result<bool, StoreError> {
-                let mut tx = self.begin_work().await?;
-                let done_at = a.started.millis() + i64::try_from(a.latency_ms).unwrap_or(0);
-                let (status, next, delivered, error) = match outcome {
-                    AttemptOutcome::Delivered => ("DELIVERED", done_at, Some(done_at), None),
-                    AttemptOutcome::Retry { at } => ("PENDING", at.millis(), None, a.error.clone()),
-                    AttemptOutcome::Dead { reason } => ("DEAD", done_at, None, Some(reason.clone())),
-                };
-                // Only the lease holder records: a node whose lease expired (and was taken over,
-                // or cleared by a replay) must not overwrite what happened since.
-                let updated = sqlx::query(
-                    "UPDATE deliveries SET status = $2, attempts = attempts + 1, next_attempt_at = $3, delivered_at = $4, \
-                     last_attempt_at = $5, last_status = $6, last_error = $7, lease_owner = NULL, lease_until = NULL \
-                     WHERE id = $1 AND status = 'PENDING' AND lease_owner = $8",
-                )
-                .bind(&a.delivery_id)
-                .bind(status)
-                .bind(next)
-                .bind(delivered)
-                .bind(a.started.millis())
-                .bind(a.status_code.map(i64::from))
-                .bind(error)
-                .bind(&a.node)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if updated == 0 {
-                    tx.commit().await?;
-                    return Ok(false);
-                }
-                sqlx::query(
-                    "INSERT INTO delivery_attempts (delivery_id, hook_id, attempt, started, latency_ms, status_code, error, response_snippet, node) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(&a.delivery_id)
-                .bind(&a.hook_id)
-                .bind(i64::from(a.attempt))
-                .bind(a.started.millis())
-                .bind(i64::try_from(a.latency_ms).unwrap_or(i64::MAX))
-                .bind(a.status_code.map(i64::from))
-                .bind(&a.error)
-                .bind(&a.response_snippet)
-                .bind(&a.node)
-                .execute(&mut *tx)
-                .await?;
-                if let Some(hook_id) = stop_hook {
-                    // Deactivate the hook as it is now (not the copy the sender held).
-                    let current: Option<EventHook> =
-                        Self::lock_doc(&mut tx, concat!("SELECT data FROM event_hooks WHERE id = $1", $lock), hook_id).await?;
-                    if let Some(mut hook) = current {
-                        hook.status = haken_core::hook::HookStatus::Inactive;
-                        hook.last_updated = Timestamp(done_at);
-                        self.write_event_hook(&mut tx, &hook).await?;
-                    }
-                }
-                let routed = self.insert_events(&mut tx, events).await?;
-                tx.commit().await?;
-                self.after_commit(routed);
-                Ok(true)
             }
 
             pub(crate) async fn insert_test_delivery(&self, d: &Delivery, events: &[LogEvent]) -> Result<(), StoreError> {
@@ -1275,7 +1027,7 @@ macro_rules! backend_impl {
                 .bind(d.event_time.millis())
                 .bind(d.next_attempt_at.millis())
                 .bind(encode(&events)?)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
                 tx.commit().await?;
                 self.after_commit(true);
@@ -1337,7 +1089,7 @@ macro_rules! backend_impl {
                     .bind(hook_id)
                     .bind(id)
                     .bind(now)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?,
                     None => sqlx::query(
                         "UPDATE deliveries SET status = 'PENDING', attempts = 0, next_attempt_at = $2, lease_owner = NULL, lease_until = NULL, \
@@ -1345,7 +1097,7 @@ macro_rules! backend_impl {
                     )
                     .bind(hook_id)
                     .bind(now)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?,
                 };
                 tx.commit().await?;
@@ -1390,7 +1142,7 @@ macro_rules! backend_impl {
                             .bind(hook_id)
                             .bind(*seq)
                             .bind(now)
-                            .execute(&mut *tx)
+                            .execute(&mut **tx)
                             .await?;
                             queued += done.rows_affected();
                         }
@@ -1410,7 +1162,7 @@ macro_rules! backend_impl {
                     let mut tx = self.begin_work().await?;
                     let ids = sqlx::query(concat!("SELECT id FROM deliveries WHERE status = 'DELIVERED' AND created < $1 LIMIT 1000", $skip))
                         .bind(delivered_before)
-                        .fetch_all(&mut *tx)
+                        .fetch_all(&mut **tx)
                         .await?;
                     if ids.is_empty() {
                         tx.commit().await?;
@@ -1425,7 +1177,7 @@ macro_rules! backend_impl {
                             sep.push_bind(id.clone());
                         }
                         b.push(")");
-                        b.build().execute(&mut *tx).await?;
+                        b.build().execute(&mut **tx).await?;
                     }
                     let mut b: QueryBuilder<$db> = QueryBuilder::new("DELETE FROM deliveries WHERE id IN (");
                     let mut sep = b.separated(", ");
@@ -1433,7 +1185,7 @@ macro_rules! backend_impl {
                         sep.push_bind(id.clone());
                     }
                     b.push(")");
-                    deliveries += b.build().execute(&mut *tx).await?.rows_affected();
+                    deliveries += b.build().execute(&mut **tx).await?.rows_affected();
                     tx.commit().await?;
                 }
                 let mut events = 0u64;
@@ -1444,7 +1196,7 @@ macro_rules! backend_impl {
                          AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_seq = l.seq) LIMIT 5000)",
                     )
                     .bind(logs_before)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
                     tx.commit().await?;
                     events += done.rows_affected();
@@ -1527,6 +1279,279 @@ macro_rules! backend_impl {
     };
 }
 
+/// The writes that SQLite runs on its writer thread instead (see `sqlite_hot.rs`), in their
+/// async form for PostgreSQL.
+macro_rules! async_writes {
+    ($backend:ty, $db:ty, for_update = $lock:literal, skip_locked = $skip:literal) => {
+        impl $backend {
+            pub(crate) async fn insert_user(&self, user: &User, group_ids: &[String], events: &[LogEvent]) -> Result<(), StoreError> {
+                let mut tx = self.begin().await?;
+                sqlx::query("INSERT INTO users (id, login_lower, status, last_updated, data) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(&user.id)
+                    .bind(user.login().to_lowercase())
+                    .bind(user.status.as_str())
+                    .bind(user.last_updated.millis())
+                    .bind(encode(user)?)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(|e| if unique_violation(&e) { StoreError::Conflict("login") } else { e.into() })?;
+                for gid in group_ids {
+                    let added = sqlx::query(
+                        "INSERT INTO group_members (group_id, user_id, added) SELECT id, $2, $3 FROM groups WHERE id = $1 ON CONFLICT DO NOTHING",
+                    )
+                    .bind(gid)
+                    .bind(&user.id)
+                    .bind(user.created.millis())
+                    .execute(&mut **tx)
+                    .await?;
+                    if added.rows_affected() == 0 {
+                        let exists = sqlx::query("SELECT 1 FROM groups WHERE id = $1").bind(gid).fetch_optional(&mut **tx).await?;
+                        if exists.is_none() {
+                            return Err(StoreError::MissingReference(gid.clone()));
+                        }
+                    }
+                }
+                let routed = self.insert_events(&mut tx, events).await?;
+                tx.commit().await?;
+                self.after_commit(routed);
+                Ok(())
+            }
+
+            pub(crate) async fn update_user<E, F>(&self, id: &str, f: F) -> Result<User, E>
+            where
+                E: From<StoreError> + Send,
+                F: FnOnce(User) -> Result<Option<Change<User>>, E> + Send,
+            {
+                let mut tx = self.begin().await?;
+                let current: User = Self::lock_doc(&mut tx, concat!("SELECT data FROM users WHERE id = $1", $lock), id)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                let Some(change) = f(current.clone())? else {
+                    return Ok(current);
+                };
+                let user = change.value;
+                Self::write_user(&mut tx, &user).await?;
+                let routed = self.insert_events(&mut tx, &change.events).await?;
+                tx.commit().await.map_err(StoreError::from)?;
+                self.after_commit(routed);
+                Ok(user)
+            }
+
+            pub(crate) async fn delete_user<E, F>(&self, id: &str, f: F) -> Result<(), E>
+            where
+                E: From<StoreError> + Send,
+                F: FnOnce(&User) -> Result<Vec<LogEvent>, E> + Send,
+            {
+                let mut tx = self.begin().await?;
+                let user: User = Self::lock_doc(&mut tx, concat!("SELECT data FROM users WHERE id = $1", $lock), id)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                let events = f(&user)?;
+                sqlx::query("DELETE FROM group_members WHERE user_id = $1").bind(id).execute(&mut **tx).await.map_err(StoreError::from)?;
+                sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut **tx).await.map_err(StoreError::from)?;
+                let routed = self.insert_events(&mut tx, &events).await?;
+                tx.commit().await.map_err(StoreError::from)?;
+                self.after_commit(routed);
+                Ok(())
+            }
+
+            async fn form_in(tx: &mut sqlx::Transaction<'static, $db>, now: i64, max_events: i64) -> Result<usize, StoreError> {
+                let hooks = sqlx::query("SELECT DISTINCT hook_id FROM outbox WHERE delivery_id IS NULL LIMIT 200").fetch_all(&mut **tx).await?;
+                let mut made = 0usize;
+                for h in hooks {
+                    let hook_id: String = h.try_get(0)?;
+                    // A hook deleted while a writer was routing to it can leave rows behind: drop them.
+                    if sqlx::query("SELECT 1 FROM event_hooks WHERE id = $1").bind(&hook_id).fetch_optional(&mut **tx).await?.is_none() {
+                        sqlx::query("DELETE FROM outbox WHERE hook_id = $1 AND delivery_id IS NULL").bind(&hook_id).execute(&mut **tx).await?;
+                        continue;
+                    }
+                    // A bounded number of deliveries per hook and call keeps the transaction short.
+                    for _ in 0..20 {
+                        let rows = sqlx::query(concat!(
+                            "SELECT seq FROM outbox WHERE delivery_id IS NULL AND hook_id = $1 ORDER BY seq LIMIT $2",
+                            $skip
+                        ))
+                        .bind(&hook_id)
+                        .bind(max_events)
+                        .fetch_all(&mut **tx)
+                        .await?;
+                        if rows.is_empty() {
+                            break;
+                        }
+                        let seqs = rows.iter().map(|r| r.try_get::<i64, _>(0)).collect::<Result<Vec<_>, _>>()?;
+                        let id = haken_core::log_event::new_uuid();
+                        sqlx::query(
+                            "INSERT INTO deliveries (id, hook_id, kind, status, attempts, event_count, created, event_time, next_attempt_at) \
+                             VALUES ($1, $2, 'event', 'PENDING', 0, $3, $4, $4, $4)",
+                        )
+                        .bind(&id)
+                        .bind(&hook_id)
+                        .bind(seqs.len() as i64)
+                        .bind(now)
+                        .execute(&mut **tx)
+                        .await?;
+                        let mut b: QueryBuilder<$db> = QueryBuilder::new("UPDATE outbox SET delivery_id = ");
+                        b.push_bind(id).push(" WHERE seq IN (");
+                        let mut sep = b.separated(", ");
+                        for s in &seqs {
+                            sep.push_bind(*s);
+                        }
+                        b.push(")");
+                        b.build().execute(&mut **tx).await?;
+                        made += 1;
+                        if (seqs.len() as i64) < max_events {
+                            break;
+                        }
+                    }
+                }
+                Ok(made)
+            }
+
+            /// One dispatcher round in one write transaction: form deliveries from new routed
+            /// events, then lease, per hook with room, the deliveries due now.
+            pub(crate) async fn dispatch_round(
+                &self,
+                now: i64,
+                max_events: i64,
+                node: &str,
+                lease_until: i64,
+                room: &(dyn Fn(&EventHook) -> u32 + Send + Sync),
+            ) -> Result<DispatchRound, StoreError> {
+                let unbatched = sqlx::query("SELECT 1 FROM outbox WHERE delivery_id IS NULL LIMIT 1").fetch_optional(&self.work).await?.is_some();
+                if !unbatched {
+                    let (due, next) = self.due_hooks(now).await?;
+                    if due.is_empty() {
+                        return Ok(DispatchRound { claimed: Vec::new(), next_due: next });
+                    }
+                }
+                let mut tx = self.begin_work().await?;
+                if unbatched {
+                    Self::form_in(&mut tx, now, max_events).await?;
+                }
+                let rows = sqlx::query(
+                    "SELECT d.hook_id, MIN(d.next_attempt_at) FROM deliveries d JOIN event_hooks h ON h.id = d.hook_id \
+                     WHERE d.status = 'PENDING' AND h.receives = 1 AND (d.lease_until IS NULL OR d.lease_until < $1) \
+                     GROUP BY d.hook_id",
+                )
+                .bind(now)
+                .fetch_all(&mut **tx)
+                .await?;
+                let mut out = DispatchRound::default();
+                for r in rows {
+                    let hook_id: String = r.try_get(0)?;
+                    let at: i64 = r.try_get(1)?;
+                    if at > now {
+                        out.next_due = Some(out.next_due.map_or(at, |n: i64| n.min(at)));
+                        continue;
+                    }
+                    let Some(row) = sqlx::query("SELECT data FROM event_hooks WHERE id = $1").bind(&hook_id).fetch_optional(&mut **tx).await? else {
+                        continue;
+                    };
+                    let hook: EventHook = decode(&row.try_get::<String, _>(0)?)?;
+                    let limit = room(&hook);
+                    if limit == 0 {
+                        continue;
+                    }
+                    let ids = sqlx::query(concat!(
+                        "SELECT id FROM deliveries WHERE hook_id = $1 AND status = 'PENDING' AND next_attempt_at <= $2 \
+                         AND (lease_until IS NULL OR lease_until < $2) ORDER BY next_attempt_at, seq LIMIT $3",
+                        $skip
+                    ))
+                    .bind(&hook_id)
+                    .bind(now)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut **tx)
+                    .await?;
+                    if ids.is_empty() {
+                        continue;
+                    }
+                    // A lease never ends before the attempt can: the hook's timeout and a margin.
+                    let timeout = i64::try_from(hook.delivery.timeout_ms).unwrap_or(30_000);
+                    let hook_lease_until = lease_until.max(now + timeout + 5_000);
+                    let mut b: QueryBuilder<$db> = QueryBuilder::new("UPDATE deliveries SET lease_owner = ");
+                    b.push_bind(node.to_owned()).push(", lease_until = ").push_bind(hook_lease_until).push(" WHERE id IN (");
+                    let mut sep = b.separated(", ");
+                    for r in &ids {
+                        sep.push_bind(r.try_get::<String, _>(0)?);
+                    }
+                    b.push(") RETURNING *");
+                    let leased = b.build().fetch_all(&mut **tx).await?;
+                    let mut claimed = Vec::with_capacity(leased.len());
+                    for r in &leased {
+                        let inline: Option<String> = r.try_get("inline_events")?;
+                        claimed.push(Claimed { delivery: Self::delivery_from_row(r)?, inline_events: inline.map(|s| decode(&s)).transpose()? });
+                    }
+                    claimed.sort_by_key(|c| (c.delivery.next_attempt_at, c.delivery.created));
+                    out.claimed.push((hook, claimed));
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+
+            pub(crate) async fn finish_attempt(&self, a: &Attempt, outcome: &AttemptOutcome, events: &[LogEvent], stop_hook: Option<&str>) -> Result<bool, StoreError> {
+                let mut tx = self.begin_work().await?;
+                let done_at = a.started.millis() + i64::try_from(a.latency_ms).unwrap_or(0);
+                let (status, next, delivered, error) = match outcome {
+                    AttemptOutcome::Delivered => ("DELIVERED", done_at, Some(done_at), None),
+                    AttemptOutcome::Retry { at } => ("PENDING", at.millis(), None, a.error.clone()),
+                    AttemptOutcome::Dead { reason } => ("DEAD", done_at, None, Some(reason.clone())),
+                };
+                // Only the lease holder records: a node whose lease expired (and was taken over,
+                // or cleared by a replay) must not overwrite what happened since.
+                let updated = sqlx::query(
+                    "UPDATE deliveries SET status = $2, attempts = attempts + 1, next_attempt_at = $3, delivered_at = $4, \
+                     last_attempt_at = $5, last_status = $6, last_error = $7, lease_owner = NULL, lease_until = NULL \
+                     WHERE id = $1 AND status = 'PENDING' AND lease_owner = $8",
+                )
+                .bind(&a.delivery_id)
+                .bind(status)
+                .bind(next)
+                .bind(delivered)
+                .bind(a.started.millis())
+                .bind(a.status_code.map(i64::from))
+                .bind(error)
+                .bind(&a.node)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+                if updated == 0 {
+                    tx.commit().await?;
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "INSERT INTO delivery_attempts (delivery_id, hook_id, attempt, started, latency_ms, status_code, error, response_snippet, node) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&a.delivery_id)
+                .bind(&a.hook_id)
+                .bind(i64::from(a.attempt))
+                .bind(a.started.millis())
+                .bind(i64::try_from(a.latency_ms).unwrap_or(i64::MAX))
+                .bind(a.status_code.map(i64::from))
+                .bind(&a.error)
+                .bind(&a.response_snippet)
+                .bind(&a.node)
+                .execute(&mut **tx)
+                .await?;
+                if let Some(hook_id) = stop_hook {
+                    // Deactivate the hook as it is now (not the copy the sender held).
+                    let current: Option<EventHook> =
+                        Self::lock_doc(&mut tx, concat!("SELECT data FROM event_hooks WHERE id = $1", $lock), hook_id).await?;
+                    if let Some(mut hook) = current {
+                        hook.status = haken_core::hook::HookStatus::Inactive;
+                        hook.last_updated = Timestamp(done_at);
+                        self.write_event_hook(&mut tx, &hook).await?;
+                    }
+                }
+                let routed = self.insert_events(&mut tx, events).await?;
+                tx.commit().await?;
+                self.after_commit(routed);
+                Ok(true)
+            }
+        }
+    };
+}
+
 backend_impl!(
     SqliteBackend,
     sqlx::Sqlite,
@@ -1536,8 +1561,7 @@ backend_impl!(
     poll_by_tx = false,
     notify = "",
     email_expr = "lower(json_extract(data, '$.profile.email'))",
-    name_expr = "(lower(json_extract(data, '$.profile.firstName')) || char(31) || lower(json_extract(data, '$.profile.lastName')))",
-    remember_rev = true
+    name_expr = "(lower(json_extract(data, '$.profile.firstName')) || char(31) || lower(json_extract(data, '$.profile.lastName')))"
 );
 backend_impl!(
     PgBackend,
@@ -1550,7 +1574,6 @@ backend_impl!(
     poll_by_tx = true,
     notify = "SELECT pg_notify('haken_outbox', '')",
     email_expr = "lower((data::jsonb) -> 'profile' ->> 'email')",
-    name_expr = "(lower((data::jsonb) -> 'profile' ->> 'firstName') || chr(31) || lower((data::jsonb) -> 'profile' ->> 'lastName'))",
-    // Other nodes change hooks too: every write reads the revision.
-    remember_rev = false
+    name_expr = "(lower((data::jsonb) -> 'profile' ->> 'firstName') || chr(31) || lower((data::jsonb) -> 'profile' ->> 'lastName'))"
 );
+async_writes!(PgBackend, sqlx::Postgres, for_update = " FOR UPDATE", skip_locked = " FOR UPDATE SKIP LOCKED");

@@ -8,6 +8,8 @@
 mod backend;
 mod query;
 pub mod scratch;
+mod sqlite_hot;
+mod sqlite_writer;
 
 /// PostgreSQL types the delivery engine needs for `LISTEN`.
 pub mod pg {
@@ -39,6 +41,12 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database error: {0}")]
     Backend(#[from] sqlx::Error),
+    /// An error of SQLite's writer thread.
+    #[error("database error: {0}")]
+    Embedded(#[from] rusqlite::Error),
+    /// A write that could not run or commit (the reason is in the text).
+    #[error("database error: {0}")]
+    Database(String),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database URL: {0}")]
@@ -153,12 +161,6 @@ pub struct HookRuntime {
     router: std::sync::OnceLock<std::sync::Arc<dyn EventRouter>>,
     wake: tokio::sync::Notify,
     cache: ReadCache,
-    /// SQLite: the hooks revision as this process last read it in a transaction that did not
-    /// change hooks (-1: unknown).
-    known_rev: std::sync::atomic::AtomicI64,
-    /// SQLite: the current write transaction changed hooks, so what it reads of the revision
-    /// must not be remembered (it may roll back).
-    bumped: std::sync::atomic::AtomicBool,
 }
 
 impl Default for HookRuntime {
@@ -167,8 +169,6 @@ impl Default for HookRuntime {
             router: std::sync::OnceLock::new(),
             wake: tokio::sync::Notify::new(),
             cache: ReadCache::default(),
-            known_rev: std::sync::atomic::AtomicI64::new(-1),
-            bumped: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -393,8 +393,8 @@ impl Store {
     /// events. `f` returning `None` means nothing to write.
     pub async fn update_user<E, F>(&self, id: &str, f: F) -> Result<User, E>
     where
-        E: From<StoreError> + Send,
-        F: FnOnce(User) -> Result<Option<Change<User>>, E> + Send,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(User) -> Result<Option<Change<User>>, E> + Send + 'static,
     {
         dispatch!(self.update_user(id, f))
     }
@@ -402,8 +402,8 @@ impl Store {
     /// Deletes the user (and memberships) if `f` agrees, writing `f`'s events.
     pub async fn delete_user<E, F>(&self, id: &str, f: F) -> Result<(), E>
     where
-        E: From<StoreError> + Send,
-        F: FnOnce(&User) -> Result<Vec<LogEvent>, E> + Send,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&User) -> Result<Vec<LogEvent>, E> + Send + 'static,
     {
         dispatch!(self.delete_user(id, f))
     }
@@ -564,9 +564,12 @@ impl Store {
         room: F,
     ) -> Result<DispatchRound, StoreError>
     where
-        F: Fn(&EventHook) -> u32 + Send + Sync,
+        F: Fn(&EventHook) -> u32 + Send + Sync + 'static,
     {
-        dispatch!(self.dispatch_round(now, max_events, node, lease_until, &room))
+        match self {
+            Store::Sqlite(b) => b.dispatch_round(now, max_events, node, lease_until, Box::new(room)).await,
+            Store::Postgres(b) => b.dispatch_round(now, max_events, node, lease_until, &room).await,
+        }
     }
 
     /// Hooks with deliveries due now, and the earliest due time of the rest (ms).

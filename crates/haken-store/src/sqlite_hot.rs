@@ -1,0 +1,419 @@
+//! The frequent SQLite writes, run as jobs on the writer thread (`sqlite_writer.rs`). Each
+//! does what its PostgreSQL twin in `backend.rs` does, with SQLite's own SQL: the thread is
+//! the only writer while a job runs, so no row locks are needed.
+
+use std::sync::Arc;
+
+use haken_core::hook::{Attempt, AttemptOutcome, Delivery, DeliveryStatus, EventHook, HookStatus};
+use haken_core::{LogEvent, Timestamp, User};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+use crate::{Change, Claimed, DispatchRound, HookRuntime, SqliteBackend, StoreError, decode, encode};
+
+/// A connection in a write job.
+type Conn = Connection;
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+/// One JSON document by key (`sql` selects `data` with `?1`).
+fn read_doc<T: serde::de::DeserializeOwned>(conn: &Conn, sql: &str, key: &str) -> Result<Option<T>, StoreError> {
+    let data: Option<String> = conn.prepare_cached(sql)?.query_row([key], |r| r.get(0)).optional()?;
+    data.map(|d| decode(&d)).transpose()
+}
+
+/// Writes the events and, for each hook that receives one, an outbox row; returns whether
+/// anything was routed. The router is rebuilt first if hooks changed since it was built.
+pub(crate) fn insert_events(conn: &Conn, hooks: &HookRuntime, events: &[LogEvent]) -> Result<bool, StoreError> {
+    if events.is_empty() {
+        return Ok(false);
+    }
+    let router = hooks.router.get();
+    if let Some(router) = router {
+        let rev: Option<String> = conn
+            .prepare_cached("SELECT value FROM settings WHERE key = 'event_hooks_rev'")?
+            .query_row([], |r| r.get(0))
+            .optional()?;
+        let rev = rev.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+        if rev != router.revision() {
+            let mut st = conn.prepare_cached("SELECT data FROM event_hooks WHERE receives = 1")?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+            let mut receiving = Vec::new();
+            for data in rows {
+                receiving.push(decode::<EventHook>(&data?)?);
+            }
+            router.refresh(rev, receiving);
+        }
+    }
+    let mut routed = false;
+    let mut insert_event =
+        conn.prepare_cached("INSERT INTO log_events (uuid, published, event_type, data) VALUES (?1, ?2, ?3, ?4)")?;
+    let mut insert_outbox =
+        conn.prepare_cached("INSERT INTO outbox (hook_id, event_seq, created) VALUES (?1, ?2, ?3)")?;
+    for ev in events {
+        let targets = router.map(|r| r.route(ev)).unwrap_or_default();
+        let data = if targets.is_empty() {
+            encode(ev)?
+        } else {
+            let mut ev = ev.clone();
+            if let Some(dc) = ev.debug_context.as_mut() {
+                dc.debug_data.insert("targetEventHookIds".into(), Value::String(targets.join(",")));
+            }
+            encode(&ev)?
+        };
+        insert_event.execute(params![ev.uuid, ev.published.millis(), ev.event_type, data])?;
+        let seq = conn.last_insert_rowid();
+        for hook_id in &targets {
+            insert_outbox.execute(params![hook_id, seq, ev.published.millis()])?;
+            routed = true;
+        }
+    }
+    Ok(routed)
+}
+
+fn write_user(conn: &Conn, user: &User) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE users SET login_lower = ?2, status = ?3, last_updated = ?4, data = ?5 WHERE id = ?1")?
+        .execute(params![
+            user.id,
+            user.login().to_lowercase(),
+            user.status.as_str(),
+            user.last_updated.millis(),
+            encode(user)?
+        ])
+        .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("login") } else { e.into() })?;
+    Ok(())
+}
+
+fn write_event_hook(conn: &Conn, hook: &EventHook) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE event_hooks SET name_lower = ?2, receives = ?3, data = ?4 WHERE id = ?1")?
+        .execute(params![hook.id, hook.name.to_lowercase(), i64::from(hook.receives()), encode(hook)?])
+        .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("name") } else { e.into() })?;
+    conn.prepare_cached(
+        "INSERT INTO settings (key, value) VALUES ('event_hooks_rev', '1') \
+         ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(settings.value AS INTEGER) + 1 AS TEXT)",
+    )?
+    .execute([])?;
+    Ok(())
+}
+
+fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Delivery, Option<String>)> {
+    let status: String = r.get("status")?;
+    let opt_ts = |v: Option<i64>| v.map(Timestamp);
+    let delivery = Delivery {
+        id: r.get("id")?,
+        hook_id: r.get("hook_id")?,
+        kind: r.get("kind")?,
+        status: DeliveryStatus::parse(&status).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                0,
+                rusqlite::types::Type::Text,
+                format!("delivery status {status}").into(),
+            )
+        })?,
+        attempts: u32::try_from(r.get::<_, i64>("attempts")?).unwrap_or(u32::MAX),
+        event_count: u32::try_from(r.get::<_, i64>("event_count")?).unwrap_or(u32::MAX),
+        created: Timestamp(r.get("created")?),
+        event_time: Timestamp(r.get("event_time")?),
+        next_attempt_at: Timestamp(r.get("next_attempt_at")?),
+        last_attempt_at: opt_ts(r.get("last_attempt_at")?),
+        delivered_at: opt_ts(r.get("delivered_at")?),
+        last_status: r.get::<_, Option<i64>>("last_status")?.and_then(|v| u16::try_from(v).ok()),
+        last_error: r.get("last_error")?,
+    };
+    Ok((delivery, r.get("inline_events")?))
+}
+
+/// Puts routed events not yet in a delivery into deliveries of up to `max_events` each.
+fn form_deliveries(conn: &Conn, now: i64, max_events: i64) -> Result<usize, StoreError> {
+    let hook_ids: Vec<String> = conn
+        .prepare_cached("SELECT DISTINCT hook_id FROM outbox WHERE delivery_id IS NULL LIMIT 200")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut made = 0usize;
+    for hook_id in hook_ids {
+        // A hook deleted while a writer was routing to it can leave rows behind: drop them.
+        let exists: Option<i64> = conn
+            .prepare_cached("SELECT 1 FROM event_hooks WHERE id = ?1")?
+            .query_row([&hook_id], |r| r.get(0))
+            .optional()?;
+        if exists.is_none() {
+            conn.prepare_cached("DELETE FROM outbox WHERE hook_id = ?1 AND delivery_id IS NULL")?
+                .execute([&hook_id])?;
+            continue;
+        }
+        // A bounded number of deliveries per hook and round keeps the transaction short.
+        for _ in 0..20 {
+            let seqs: Vec<i64> = conn
+                .prepare_cached(
+                    "SELECT seq FROM outbox WHERE delivery_id IS NULL AND hook_id = ?1 ORDER BY seq LIMIT ?2",
+                )?
+                .query_map(params![hook_id, max_events], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let (Some(first), Some(last)) = (seqs.first(), seqs.last()) else {
+                break;
+            };
+            let id = haken_core::log_event::new_uuid();
+            conn.prepare_cached(
+                "INSERT INTO deliveries (id, hook_id, kind, status, attempts, event_count, created, event_time, next_attempt_at) \
+                 VALUES (?1, ?2, 'event', 'PENDING', 0, ?3, ?4, ?4, ?4)",
+            )?
+            .execute(params![id, hook_id, seqs.len() as i64, now])?;
+            // The rows just read are the hook's unbatched rows from `first` to `last`: no other
+            // writer runs between the read and this update.
+            conn.prepare_cached(
+                "UPDATE outbox SET delivery_id = ?1 WHERE hook_id = ?2 AND delivery_id IS NULL AND seq >= ?3 AND seq <= ?4",
+            )?
+            .execute(params![id, hook_id, first, last])?;
+            made += 1;
+            if (seqs.len() as i64) < max_events {
+                break;
+            }
+        }
+    }
+    Ok(made)
+}
+
+/// How much a hook may take this round (its in-flight bound less what is in flight).
+pub(crate) type Room = Box<dyn Fn(&EventHook) -> u32 + Send + Sync>;
+
+fn dispatch_round(
+    conn: &Conn,
+    now: i64,
+    max_events: i64,
+    node: &str,
+    lease_until: i64,
+    room: &Room,
+) -> Result<DispatchRound, StoreError> {
+    let unbatched: Option<i64> = conn
+        .prepare_cached("SELECT 1 FROM outbox WHERE delivery_id IS NULL LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    if unbatched.is_some() {
+        form_deliveries(conn, now, max_events)?;
+    }
+    let due: Vec<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT d.hook_id, MIN(d.next_attempt_at) FROM deliveries d JOIN event_hooks h ON h.id = d.hook_id \
+             WHERE d.status = 'PENDING' AND h.receives = 1 AND (d.lease_until IS NULL OR d.lease_until < ?1) \
+             GROUP BY d.hook_id",
+        )?
+        .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut out = DispatchRound::default();
+    for (hook_id, at) in due {
+        if at > now {
+            out.next_due = Some(out.next_due.map_or(at, |n: i64| n.min(at)));
+            continue;
+        }
+        let Some(hook) = read_doc::<EventHook>(conn, "SELECT data FROM event_hooks WHERE id = ?1", &hook_id)? else {
+            continue;
+        };
+        let limit = room(&hook);
+        if limit == 0 {
+            continue;
+        }
+        // A lease never ends before the attempt can: the hook's timeout and a margin.
+        let timeout = i64::try_from(hook.delivery.timeout_ms).unwrap_or(30_000);
+        let hook_lease_until = lease_until.max(now + timeout + 5_000);
+        let mut st = conn.prepare_cached(
+            "UPDATE deliveries SET lease_owner = ?1, lease_until = ?2 WHERE id IN (\
+               SELECT id FROM deliveries WHERE hook_id = ?3 AND status = 'PENDING' AND next_attempt_at <= ?4 \
+               AND (lease_until IS NULL OR lease_until < ?4) ORDER BY next_attempt_at, seq LIMIT ?5) \
+             RETURNING *",
+        )?;
+        let leased = st
+            .query_map(params![node, hook_lease_until, hook_id, now, i64::from(limit)], delivery_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        if leased.is_empty() {
+            continue;
+        }
+        let mut claimed = Vec::with_capacity(leased.len());
+        for (delivery, inline) in leased {
+            claimed.push(Claimed { delivery, inline_events: inline.map(|s| decode(&s)).transpose()? });
+        }
+        claimed.sort_by_key(|c| (c.delivery.next_attempt_at, c.delivery.created));
+        out.claimed.push((hook, claimed));
+    }
+    Ok(out)
+}
+
+fn finish_attempt(
+    conn: &Conn,
+    hooks: &HookRuntime,
+    a: &Attempt,
+    outcome: &AttemptOutcome,
+    events: &[LogEvent],
+    stop_hook: Option<&str>,
+) -> Result<(bool, bool), StoreError> {
+    let done_at = a.started.millis() + i64::try_from(a.latency_ms).unwrap_or(0);
+    let (status, next, delivered, error) = match outcome {
+        AttemptOutcome::Delivered => ("DELIVERED", done_at, Some(done_at), None),
+        AttemptOutcome::Retry { at } => ("PENDING", at.millis(), None, a.error.clone()),
+        AttemptOutcome::Dead { reason } => ("DEAD", done_at, None, Some(reason.clone())),
+    };
+    // Only the lease holder records: a node whose lease expired (and was taken over, or
+    // cleared by a replay) must not overwrite what happened since.
+    let updated = conn
+        .prepare_cached(
+            "UPDATE deliveries SET status = ?2, attempts = attempts + 1, next_attempt_at = ?3, delivered_at = ?4, \
+             last_attempt_at = ?5, last_status = ?6, last_error = ?7, lease_owner = NULL, lease_until = NULL \
+             WHERE id = ?1 AND status = 'PENDING' AND lease_owner = ?8",
+        )?
+        .execute(params![
+            a.delivery_id,
+            status,
+            next,
+            delivered,
+            a.started.millis(),
+            a.status_code.map(i64::from),
+            error,
+            a.node
+        ])?;
+    if updated == 0 {
+        return Ok((false, false));
+    }
+    conn.prepare_cached(
+        "INSERT INTO delivery_attempts (delivery_id, hook_id, attempt, started, latency_ms, status_code, error, response_snippet, node) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        a.delivery_id,
+        a.hook_id,
+        i64::from(a.attempt),
+        a.started.millis(),
+        i64::try_from(a.latency_ms).unwrap_or(i64::MAX),
+        a.status_code.map(i64::from),
+        a.error,
+        a.response_snippet,
+        a.node
+    ])?;
+    if let Some(hook_id) = stop_hook
+        && let Some(mut hook) = read_doc::<EventHook>(conn, "SELECT data FROM event_hooks WHERE id = ?1", hook_id)?
+    {
+        // Deactivate the hook as it is now (not the copy the sender held).
+        hook.status = HookStatus::Inactive;
+        hook.last_updated = Timestamp(done_at);
+        write_event_hook(conn, &hook)?;
+    }
+    let routed = insert_events(conn, hooks, events)?;
+    Ok((true, routed))
+}
+
+impl SqliteBackend {
+    pub(crate) async fn insert_user(
+        &self,
+        user: &User,
+        group_ids: &[String],
+        events: &[LogEvent],
+    ) -> Result<(), StoreError> {
+        let (hooks, user, group_ids, events) = (self.hooks.clone(), user.clone(), group_ids.to_vec(), events.to_vec());
+        let routed = self
+            .writer
+            .write(move |conn| -> Result<bool, StoreError> {
+                conn.prepare_cached("INSERT INTO users (id, login_lower, status, last_updated, data) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                    .execute(params![user.id, user.login().to_lowercase(), user.status.as_str(), user.last_updated.millis(), encode(&user)?])
+                    .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("login") } else { e.into() })?;
+                for gid in &group_ids {
+                    let added = conn
+                        .prepare_cached(
+                            "INSERT INTO group_members (group_id, user_id, added) SELECT id, ?2, ?3 FROM groups WHERE id = ?1 ON CONFLICT DO NOTHING",
+                        )?
+                        .execute(params![gid, user.id, user.created.millis()])?;
+                    if added == 0 {
+                        let exists: Option<i64> =
+                            conn.prepare_cached("SELECT 1 FROM groups WHERE id = ?1")?.query_row([gid], |r| r.get(0)).optional()?;
+                        if exists.is_none() {
+                            return Err(StoreError::MissingReference(gid.clone()));
+                        }
+                    }
+                }
+                insert_events(conn, &hooks, &events)
+            })
+            .await?;
+        self.after_commit(routed);
+        Ok(())
+    }
+
+    pub(crate) async fn update_user<E, F>(&self, id: &str, f: F) -> Result<User, E>
+    where
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(User) -> Result<Option<Change<User>>, E> + Send + 'static,
+    {
+        let (hooks, id) = (self.hooks.clone(), id.to_owned());
+        let (user, routed) = self
+            .writer
+            .write(move |conn| -> Result<(User, bool), E> {
+                let current: User =
+                    read_doc(conn, "SELECT data FROM users WHERE id = ?1", &id)?.ok_or(StoreError::NotFound)?;
+                let Some(change) = f(current.clone())? else {
+                    return Ok((current, false));
+                };
+                write_user(conn, &change.value)?;
+                let routed = insert_events(conn, &hooks, &change.events)?;
+                Ok((change.value, routed))
+            })
+            .await?;
+        self.after_commit(routed);
+        Ok(user)
+    }
+
+    pub(crate) async fn delete_user<E, F>(&self, id: &str, f: F) -> Result<(), E>
+    where
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&User) -> Result<Vec<LogEvent>, E> + Send + 'static,
+    {
+        let (hooks, id) = (self.hooks.clone(), id.to_owned());
+        let routed = self
+            .writer
+            .write(move |conn| -> Result<bool, E> {
+                let user: User =
+                    read_doc(conn, "SELECT data FROM users WHERE id = ?1", &id)?.ok_or(StoreError::NotFound)?;
+                let events = f(&user)?;
+                let db = |sql: &str| -> Result<(), StoreError> {
+                    conn.prepare_cached(sql)?.execute([&id])?;
+                    Ok(())
+                };
+                db("DELETE FROM group_members WHERE user_id = ?1")?;
+                db("DELETE FROM users WHERE id = ?1")?;
+                Ok(insert_events(conn, &hooks, &events)?)
+            })
+            .await?;
+        self.after_commit(routed);
+        Ok(())
+    }
+
+    /// One dispatcher round in one write job: form deliveries from new routed events, then
+    /// lease, per hook with room, the deliveries due now.
+    pub(crate) async fn dispatch_round(
+        &self,
+        now: i64,
+        max_events: i64,
+        node: &str,
+        lease_until: i64,
+        room: Room,
+    ) -> Result<DispatchRound, StoreError> {
+        let node = node.to_owned();
+        self.writer.write(move |conn| dispatch_round(conn, now, max_events, &node, lease_until, &room)).await
+    }
+
+    pub(crate) async fn finish_attempt(
+        &self,
+        a: &Attempt,
+        outcome: &AttemptOutcome,
+        events: &[LogEvent],
+        stop_hook: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let hooks = Arc::clone(&self.hooks);
+        let (a, outcome, events, stop_hook) =
+            (a.clone(), outcome.clone(), events.to_vec(), stop_hook.map(str::to_owned));
+        let (recorded, routed) = self
+            .writer
+            .write(move |conn| finish_attempt(conn, &hooks, &a, &outcome, &events, stop_hook.as_deref()))
+            .await?;
+        self.after_commit(routed);
+        Ok(recorded)
+    }
+}
