@@ -202,7 +202,11 @@ impl Dispatcher {
     async fn deliver(&self, hook: &EventHook, claimed: Claimed) -> Result<(), haken_store::StoreError> {
         let delivery = claimed.delivery;
         let events = match claimed.inline_events {
-            Some(ev) => ev,
+            Some(ev) => ev
+                .iter()
+                .map(serde_json::value::to_raw_value)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| haken_store::StoreError::Corrupt(e.to_string()))?,
             None => self.store.delivery_events(&delivery.id).await?,
         };
         let source = envelope::source(&self.config.public_url, &hook.id);

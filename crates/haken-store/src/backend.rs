@@ -1003,14 +1003,19 @@ macro_rules! backend_impl {
                 Ok(done.rows_affected())
             }
 
-            pub(crate) async fn delivery_events(&self, delivery_id: &str) -> Result<Vec<LogEvent>, StoreError> {
+            pub(crate) async fn delivery_events(&self, delivery_id: &str) -> Result<Vec<Box<serde_json::value::RawValue>>, StoreError> {
                 let rows = sqlx::query(
                     "SELECT l.data FROM outbox o JOIN log_events l ON l.seq = o.event_seq WHERE o.delivery_id = $1 ORDER BY o.seq",
                 )
                 .bind(delivery_id)
                 .fetch_all(&self.work)
                 .await?;
-                rows.iter().map(|r| decode(&r.try_get::<String, _>(0)?)).collect()
+                rows.iter()
+                    .map(|r| {
+                        serde_json::value::RawValue::from_string(r.try_get::<String, _>(0)?)
+                            .map_err(|e| StoreError::Corrupt(format!("event of delivery {delivery_id}: {e}")))
+                    })
+                    .collect()
             }
 
             pub(crate) async fn insert_test_delivery(&self, d: &Delivery, events: &[LogEvent]) -> Result<(), StoreError> {

@@ -582,8 +582,12 @@ impl Store {
         dispatch!(self.release_leases(node))
     }
 
-    /// The events of a delivery, in order.
-    pub async fn delivery_events(&self, delivery_id: &str) -> Result<Vec<LogEvent>, StoreError> {
+    /// The events of a delivery, in order, as stored (JSON, checked to be well-formed): the
+    /// envelope takes them as they are, without decoding and encoding each event again.
+    pub async fn delivery_events(
+        &self,
+        delivery_id: &str,
+    ) -> Result<Vec<Box<serde_json::value::RawValue>>, StoreError> {
         dispatch!(self.delivery_events(delivery_id))
     }
 

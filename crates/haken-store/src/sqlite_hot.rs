@@ -218,23 +218,25 @@ fn dispatch_round(
         // A lease never ends before the attempt can: the hook's timeout and a margin.
         let timeout = i64::try_from(hook.delivery.timeout_ms).unwrap_or(30_000);
         let hook_lease_until = lease_until.max(now + timeout + 5_000);
-        let mut st = conn.prepare_cached(
-            "UPDATE deliveries SET lease_owner = ?1, lease_until = ?2 WHERE id IN (\
-               SELECT id FROM deliveries WHERE hook_id = ?3 AND status = 'PENDING' AND next_attempt_at <= ?4 \
-               AND (lease_until IS NULL OR lease_until < ?4) ORDER BY next_attempt_at, seq LIMIT ?5) \
-             RETURNING *",
-        )?;
-        let leased = st
-            .query_map(params![node, hook_lease_until, hook_id, now, i64::from(limit)], delivery_from_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        if leased.is_empty() {
+        // One statement to pick and one per delivery to lease: an UPDATE over a subquery with
+        // a bound LIMIT is prepared again whenever the limit changes.
+        let ids: Vec<String> = conn
+            .prepare_cached(
+                "SELECT id FROM deliveries WHERE hook_id = ?1 AND status = 'PENDING' AND next_attempt_at <= ?2 \
+                 AND (lease_until IS NULL OR lease_until < ?2) ORDER BY next_attempt_at, seq LIMIT ?3",
+            )?
+            .query_map(params![hook_id, now, i64::from(limit)], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        if ids.is_empty() {
             continue;
         }
-        let mut claimed = Vec::with_capacity(leased.len());
-        for (delivery, inline) in leased {
+        let mut lease =
+            conn.prepare_cached("UPDATE deliveries SET lease_owner = ?1, lease_until = ?2 WHERE id = ?3 RETURNING *")?;
+        let mut claimed = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let (delivery, inline) = lease.query_row(params![node, hook_lease_until, id], delivery_from_row)?;
             claimed.push(Claimed { delivery, inline_events: inline.map(|s| decode(&s)).transpose()? });
         }
-        claimed.sort_by_key(|c| (c.delivery.next_attempt_at, c.delivery.created));
         out.claimed.push((hook, claimed));
     }
     Ok(out)

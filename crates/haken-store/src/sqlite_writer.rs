@@ -58,8 +58,11 @@ impl Writer {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         // The same settings as the sqlx connections: WAL (already set on the file), commits
-        // durable at checkpoints, foreign keys enforced.
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
+        // durable at checkpoints, foreign keys enforced. Temporary storage in memory keeps the
+        // savepoints' journal off the disk.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
+        )?;
         conn.set_prepared_statement_cache_capacity(64);
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
@@ -144,7 +147,8 @@ fn run(conn: &Connection, queue: &mpsc::Receiver<Job>, gate: &Gate) {
 /// Runs one group in one transaction. Returns the commit's result and the jobs' answers.
 fn group(conn: &Connection, jobs: Vec<Job>) -> (Result<(), String>, Vec<Answer>) {
     let mut answers = Vec::with_capacity(jobs.len());
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    let step = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(|_| ());
+    if let Err(e) = step("BEGIN IMMEDIATE") {
         tracing::warn!(error = %e, "SQLite write transaction could not start.");
         for job in jobs {
             let ran = job(None);
@@ -159,22 +163,23 @@ fn group(conn: &Connection, jobs: Vec<Job>) -> (Result<(), String>, Vec<Answer>)
             answers.push(ran.answer);
             continue;
         }
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        if let Err(e) = step("SAVEPOINT job") {
             broken = Some(e.to_string());
             let ran = job(None);
             answers.push(ran.answer);
             continue;
         }
         let ran = job(Some(conn));
-        let end = if ran.kept { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-        if let Err(e) = conn.execute_batch(end) {
+        let end =
+            if ran.kept { step("RELEASE job") } else { step("ROLLBACK TO job").and_then(|()| step("RELEASE job")) };
+        if let Err(e) = end {
             broken = Some(e.to_string());
         }
         answers.push(ran.answer);
     }
     let commit = match broken {
         Some(why) => Err(why),
-        None => conn.execute_batch("COMMIT").map_err(|e| e.to_string()),
+        None => step("COMMIT").map_err(|e| e.to_string()),
     };
     if let Err(why) = &commit {
         tracing::warn!(error = %why, "SQLite write transaction failed; its writes were rolled back.");
