@@ -170,80 +170,8 @@ fn foreign_key_violation(e: &sqlx::Error) -> bool {
 }
 
 macro_rules! backend_impl {
-    ($backend:ty, $db:ty, $row:ty, for_update = $lock:literal, skip_locked = $skip:literal, poll_by_tx = $poll_by_tx:literal, notify = $notify:literal, email_expr = $email_expr:literal, name_expr = $name_expr:literal) => {
+    ($backend:ty, $db:ty, $row:ty, for_update = $lock:literal, skip_locked = $skip:literal, poll_by_tx = $poll_by_tx:literal, email_expr = $email_expr:literal, name_expr = $name_expr:literal) => {
         impl $backend {
-            /// Writes the events and, for each hook that receives one, an outbox row. Returns
-            /// whether anything was routed (the caller wakes the dispatcher after commit).
-            async fn insert_events(&self, tx: &mut sqlx::Transaction<'static, $db>, events: &[LogEvent]) -> Result<bool, StoreError> {
-                if events.is_empty() {
-                    return Ok(false);
-                }
-                let router = self.hooks.router.get();
-                if let Some(router) = router {
-                    let row = sqlx::query("SELECT value FROM settings WHERE key = 'event_hooks_rev'").fetch_optional(&mut **tx).await?;
-                    let rev = match row {
-                        Some(r) => r.try_get::<String, _>(0)?.parse::<i64>().unwrap_or(0),
-                        None => 0,
-                    };
-                    if rev != router.revision() {
-                        let rows = sqlx::query("SELECT data FROM event_hooks WHERE receives = 1").fetch_all(&mut **tx).await?;
-                        let hooks = rows.iter().map(|r| decode(&r.try_get::<String, _>(0)?)).collect::<Result<Vec<_>, StoreError>>()?;
-                        router.refresh(rev, hooks);
-                    }
-                }
-                let mut routed_any = false;
-                // One multi-row statement per chunk: a write's events (an import batch holds
-                // hundreds) cost one round trip, not one each.
-                let mut rows: Vec<(&LogEvent, String, Vec<String>)> = Vec::with_capacity(events.len());
-                for ev in events {
-                    let targets = router.map(|r| r.route(ev)).unwrap_or_default();
-                    let data = if targets.is_empty() {
-                        encode(ev)?
-                    } else {
-                        let mut ev = ev.clone();
-                        if let Some(dc) = ev.debug_context.as_mut() {
-                            dc.debug_data.insert("targetEventHookIds".into(), Value::String(targets.join(",")));
-                        }
-                        encode(&ev)?
-                    };
-                    rows.push((ev, data, targets));
-                }
-                for chunk in rows.chunks(500) {
-                    let mut b: QueryBuilder<$db> = QueryBuilder::new("INSERT INTO log_events (uuid, published, event_type, data) ");
-                    b.push_values(chunk, |mut r, (ev, data, _)| {
-                        r.push_bind(ev.uuid.as_str()).push_bind(ev.published.millis()).push_bind(ev.event_type.as_str()).push_bind(data.as_str());
-                    });
-                    if chunk.iter().all(|(_, _, t)| t.is_empty()) {
-                        b.build().execute(&mut **tx).await?;
-                        continue;
-                    }
-                    b.push(" RETURNING uuid, seq");
-                    let returned = b.build().fetch_all(&mut **tx).await?;
-                    let mut seq_of = std::collections::HashMap::with_capacity(returned.len());
-                    for r in &returned {
-                        seq_of.insert(r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?);
-                    }
-                    let mut outbox: Vec<(&str, i64, i64)> = Vec::new();
-                    for (ev, _, targets) in chunk {
-                        let seq = *seq_of.get(&ev.uuid).ok_or_else(|| StoreError::Corrupt(format!("no seq for event {}", ev.uuid)))?;
-                        for hook_id in targets {
-                            outbox.push((hook_id.as_str(), seq, ev.published.millis()));
-                        }
-                    }
-                    for part in outbox.chunks(500) {
-                        let mut ob: QueryBuilder<$db> = QueryBuilder::new("INSERT INTO outbox (hook_id, event_seq, created) ");
-                        ob.push_values(part, |mut r, (hook_id, seq, created)| {
-                            r.push_bind(*hook_id).push_bind(*seq).push_bind(*created);
-                        });
-                        ob.build().execute(&mut **tx).await?;
-                        routed_any = true;
-                    }
-                }
-                if routed_any && !$notify.is_empty() {
-                    sqlx::query($notify).execute(&mut **tx).await?;
-                }
-                Ok(routed_any)
-            }
 
             /// Reads one JSON document row under the backend's row lock (`sql` selects `data`).
             async fn lock_doc<T: serde::de::DeserializeOwned>(
@@ -1284,6 +1212,183 @@ macro_rules! backend_impl {
     };
 }
 
+/// The sqlx writes' event insert on SQLite (the writer thread has its own, `sqlite_hot.rs`).
+impl SqliteBackend {
+    /// Writes the events and, for each hook that receives one, an outbox row. Returns
+    /// whether anything was routed (the caller wakes the dispatcher after commit).
+    async fn insert_events(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        events: &[LogEvent],
+    ) -> Result<bool, StoreError> {
+        if events.is_empty() {
+            return Ok(false);
+        }
+        let router = self.hooks.router.get();
+        if let Some(router) = router {
+            let row = sqlx::query("SELECT value FROM settings WHERE key = 'event_hooks_rev'")
+                .fetch_optional(&mut **tx)
+                .await?;
+            let rev = match row {
+                Some(r) => r.try_get::<String, _>(0)?.parse::<i64>().unwrap_or(0),
+                None => 0,
+            };
+            if rev != router.revision() {
+                let rows = sqlx::query("SELECT data FROM event_hooks WHERE receives = 1").fetch_all(&mut **tx).await?;
+                let hooks =
+                    rows.iter().map(|r| decode(&r.try_get::<String, _>(0)?)).collect::<Result<Vec<_>, StoreError>>()?;
+                router.refresh(rev, hooks);
+            }
+        }
+        let mut routed_any = false;
+        // One multi-row statement per chunk: a write's events (an import batch holds
+        // hundreds) cost one round trip, not one each.
+        let mut rows: Vec<(&LogEvent, String, Vec<String>)> = Vec::with_capacity(events.len());
+        for ev in events {
+            let targets = router.map(|r| r.route(ev)).unwrap_or_default();
+            let data = if targets.is_empty() {
+                encode(ev)?
+            } else {
+                let mut ev = ev.clone();
+                if let Some(dc) = ev.debug_context.as_mut() {
+                    dc.debug_data.insert("targetEventHookIds".into(), Value::String(targets.join(",")));
+                }
+                encode(&ev)?
+            };
+            rows.push((ev, data, targets));
+        }
+        for chunk in rows.chunks(500) {
+            let mut b: QueryBuilder<sqlx::Sqlite> =
+                QueryBuilder::new("INSERT INTO log_events (uuid, published, event_type, data) ");
+            b.push_values(chunk, |mut r, (ev, data, _)| {
+                r.push_bind(ev.uuid.as_str())
+                    .push_bind(ev.published.millis())
+                    .push_bind(ev.event_type.as_str())
+                    .push_bind(data.as_str());
+            });
+            if chunk.iter().all(|(_, _, t)| t.is_empty()) {
+                b.build().execute(&mut **tx).await?;
+                continue;
+            }
+            b.push(" RETURNING uuid, seq");
+            let returned = b.build().fetch_all(&mut **tx).await?;
+            let mut seq_of = std::collections::HashMap::with_capacity(returned.len());
+            for r in &returned {
+                seq_of.insert(r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?);
+            }
+            let mut outbox: Vec<(&str, i64, i64)> = Vec::new();
+            for (ev, _, targets) in chunk {
+                let seq = *seq_of
+                    .get(&ev.uuid)
+                    .ok_or_else(|| StoreError::Corrupt(format!("no seq for event {}", ev.uuid)))?;
+                for hook_id in targets {
+                    outbox.push((hook_id.as_str(), seq, ev.published.millis()));
+                }
+            }
+            for part in outbox.chunks(500) {
+                let mut ob: QueryBuilder<sqlx::Sqlite> =
+                    QueryBuilder::new("INSERT INTO outbox (hook_id, event_seq, created) ");
+                ob.push_values(part, |mut r, (hook_id, seq, created)| {
+                    r.push_bind(*hook_id).push_bind(*seq).push_bind(*created);
+                });
+                ob.build().execute(&mut **tx).await?;
+                routed_any = true;
+            }
+        }
+        Ok(routed_any)
+    }
+}
+
+/// PostgreSQL's event insert: the events, their outbox rows and the wake-up for other nodes in
+/// one statement, so a write costs the same round trips however many events it carries.
+impl PgBackend {
+    /// The hooks revision as stored (0 before any hook).
+    async fn hooks_rev(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>) -> Result<i64, StoreError> {
+        let row =
+            sqlx::query("SELECT value FROM settings WHERE key = 'event_hooks_rev'").fetch_optional(&mut **tx).await?;
+        Ok(match row {
+            Some(r) => r.try_get::<String, _>(0)?.parse::<i64>().unwrap_or(0),
+            None => 0,
+        })
+    }
+
+    async fn insert_events(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        events: &[LogEvent],
+    ) -> Result<bool, StoreError> {
+        if events.is_empty() || self.hooks.router.get().is_none() {
+            return self.insert_events_at(tx, events, None).await;
+        }
+        let rev = Self::hooks_rev(tx).await?;
+        self.insert_events_at(tx, events, Some(rev)).await
+    }
+
+    /// [`PgBackend::insert_events`] with the hooks revision already read in this transaction.
+    async fn insert_events_at(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        events: &[LogEvent],
+        rev: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        if events.is_empty() {
+            return Ok(false);
+        }
+        let router = self.hooks.router.get();
+        if let (Some(router), Some(rev)) = (router, rev)
+            && rev != router.revision()
+        {
+            let rows = sqlx::query("SELECT data FROM event_hooks WHERE receives = 1").fetch_all(&mut **tx).await?;
+            let hooks =
+                rows.iter().map(|r| decode(&r.try_get::<String, _>(0)?)).collect::<Result<Vec<_>, StoreError>>()?;
+            router.refresh(rev, hooks);
+        }
+        let mut uuids = Vec::with_capacity(events.len());
+        let mut published = Vec::with_capacity(events.len());
+        let mut types = Vec::with_capacity(events.len());
+        let mut data = Vec::with_capacity(events.len());
+        let (mut routed_uuid, mut routed_hook) = (Vec::new(), Vec::new());
+        for ev in events {
+            let targets = router.map(|r| r.route(ev)).unwrap_or_default();
+            data.push(if targets.is_empty() {
+                encode(ev)?
+            } else {
+                let mut ev = ev.clone();
+                if let Some(dc) = ev.debug_context.as_mut() {
+                    dc.debug_data.insert("targetEventHookIds".into(), Value::String(targets.join(",")));
+                }
+                encode(&ev)?
+            });
+            for hook_id in targets {
+                routed_uuid.push(ev.uuid.as_str());
+                routed_hook.push(hook_id);
+            }
+            uuids.push(ev.uuid.as_str());
+            published.push(ev.published.millis());
+            types.push(ev.event_type.as_str());
+        }
+        // Rows go in in array order, so `seq` follows the events' order.
+        let row = sqlx::query(
+            "WITH e AS (INSERT INTO log_events (uuid, published, event_type, data) \
+               SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) RETURNING seq, uuid, published), \
+             o AS (INSERT INTO outbox (hook_id, event_seq, created) \
+               SELECT t.hook_id, e.seq, e.published FROM e JOIN unnest($5::text[], $6::text[]) AS t (uuid, hook_id) ON t.uuid = e.uuid \
+               RETURNING 1) \
+             SELECT n, CASE WHEN n > 0 THEN (SELECT count(*) FROM pg_notify('haken_outbox', '')) END \
+             FROM (SELECT count(*) AS n FROM o) c",
+        )
+        .bind(&uuids)
+        .bind(&published)
+        .bind(&types)
+        .bind(&data)
+        .bind(&routed_uuid)
+        .bind(&routed_hook)
+        .fetch_one(&mut **tx)
+        .await?;
+        Ok(row.try_get::<i64, _>(0)? > 0)
+    }
+}
+
 /// The writes that SQLite runs on its writer thread instead (see `sqlite_hot.rs`), in their
 /// async form for PostgreSQL.
 macro_rules! async_writes {
@@ -1328,15 +1433,24 @@ macro_rules! async_writes {
                 F: FnOnce(User) -> Result<Option<Change<User>>, E> + Send,
             {
                 let mut tx = self.begin().await?;
-                let current: User = Self::lock_doc(&mut tx, concat!("SELECT data FROM users WHERE id = $1", $lock), id)
-                    .await?
-                    .ok_or(StoreError::NotFound)?;
+                // The hooks revision comes with the locked row: one round trip less.
+                let row = sqlx::query(concat!(
+                    "SELECT data, (SELECT value FROM settings WHERE key = 'event_hooks_rev') FROM users WHERE id = $1",
+                    $lock
+                ))
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(StoreError::from)?
+                .ok_or(StoreError::NotFound)?;
+                let current: User = decode(&row.try_get::<String, _>(0).map_err(StoreError::from)?)?;
+                let rev = row.try_get::<Option<String>, _>(1).map_err(StoreError::from)?.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
                 let Some(change) = f(current.clone())? else {
                     return Ok(current);
                 };
                 let user = change.value;
                 Self::write_user(&mut tx, &user).await?;
-                let routed = self.insert_events(&mut tx, &change.events).await?;
+                let routed = self.insert_events_at(&mut tx, &change.events, Some(rev)).await?;
                 tx.commit().await.map_err(StoreError::from)?;
                 self.after_commit(routed);
                 Ok(user)
@@ -1422,7 +1536,12 @@ macro_rules! async_writes {
                 lease_until: i64,
                 room: &(dyn Fn(&EventHook) -> u32 + Send + Sync),
             ) -> Result<DispatchRound, StoreError> {
-                let unbatched = sqlx::query("SELECT 1 FROM outbox WHERE delivery_id IS NULL LIMIT 1").fetch_optional(&self.work).await?.is_some();
+                // Ordered like the partial index, so the planner walks it instead of the table
+                // (which churn makes large and stale statistics make look small).
+                let unbatched = sqlx::query("SELECT hook_id FROM outbox WHERE delivery_id IS NULL ORDER BY hook_id, seq LIMIT 1")
+                    .fetch_optional(&self.work)
+                    .await?
+                    .is_some();
                 if !unbatched {
                     let (due, next) = self.due_hooks(now).await?;
                     if due.is_empty() {
@@ -1564,7 +1683,6 @@ backend_impl!(
     for_update = "",
     skip_locked = "",
     poll_by_tx = false,
-    notify = "",
     email_expr = "lower(json_extract(data, '$.profile.email'))",
     name_expr = "(lower(json_extract(data, '$.profile.firstName')) || char(31) || lower(json_extract(data, '$.profile.lastName')))"
 );
@@ -1577,7 +1695,6 @@ backend_impl!(
     // Concurrent writers commit out of `seq` order; polling readers page by (transaction id,
     // seq) below the oldest running transaction instead, which no later commit can precede.
     poll_by_tx = true,
-    notify = "SELECT pg_notify('haken_outbox', '')",
     email_expr = "lower((data::jsonb) -> 'profile' ->> 'email')",
     name_expr = "(lower((data::jsonb) -> 'profile' ->> 'firstName') || chr(31) || lower((data::jsonb) -> 'profile' ->> 'lastName'))"
 );
