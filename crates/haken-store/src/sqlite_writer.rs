@@ -189,3 +189,134 @@ fn group(conn: &Connection, jobs: Vec<Job>) -> (Result<(), String>, Vec<Answer>)
     }
     (commit, answers)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch() -> (std::path::PathBuf, String) {
+        let dir = std::env::temp_dir().join(format!("haken-writer-{}", haken_core::id::random_base62(10)));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("w.db").to_string_lossy().into_owned();
+        let conn = Connection::open(&path).expect("open");
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER PRIMARY KEY);").expect("schema");
+        (dir, path)
+    }
+
+    fn rows(path: &str) -> Vec<i64> {
+        let conn = Connection::open(path).expect("open");
+        let mut st = conn.prepare("SELECT n FROM t ORDER BY n").expect("prepare");
+        st.query_map([], |r| r.get(0)).expect("query").collect::<Result<_, _>>().expect("rows")
+    }
+
+    /// Jobs queued together share one transaction; the one that fails takes back only its
+    /// own writes, and every answer comes after the commit (a second connection sees it).
+    #[tokio::test]
+    async fn a_failed_job_rolls_back_alone_in_its_group() {
+        let (dir, path) = scratch();
+        let writer = Arc::new(Writer::start(&path, Gate::default()).expect("writer"));
+        // The first job holds the thread until the others are queued: they form one group.
+        let (release, hold) = mpsc::channel::<()>();
+        let first = {
+            let w = writer.clone();
+            tokio::spawn(async move {
+                w.write(move |c| -> Result<(), StoreError> {
+                    let _ = hold.recv_timeout(Duration::from_secs(5));
+                    c.execute("INSERT INTO t (n) VALUES (0)", [])?;
+                    Ok(())
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut rest = Vec::new();
+        for n in 1..=10i64 {
+            let w = writer.clone();
+            rest.push(tokio::spawn(async move {
+                w.write(move |c| -> Result<i64, StoreError> {
+                    c.execute("INSERT INTO t (n) VALUES (?1)", [n])?;
+                    if n == 5 {
+                        return Err(StoreError::Conflict("n"));
+                    }
+                    // A constraint error inside a job is that job's error too.
+                    if n == 7 {
+                        c.execute("INSERT INTO t (n) VALUES (1)", [])?;
+                    }
+                    Ok(n)
+                })
+                .await
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        release.send(()).expect("release");
+        first.await.expect("join").expect("first job");
+        let mut ok = Vec::new();
+        for (i, h) in rest.into_iter().enumerate() {
+            match h.await.expect("join") {
+                Ok(n) => {
+                    ok.push(n);
+                    // Committed before the answer: another connection sees the row.
+                    assert!(rows(&path).contains(&n));
+                }
+                Err(StoreError::Conflict(_)) => assert_eq!(i + 1, 5),
+                Err(StoreError::Embedded(_)) => assert_eq!(i + 1, 7),
+                Err(e) => panic!("unexpected error {e}"),
+            }
+        }
+        assert_eq!(ok, vec![1, 2, 3, 4, 6, 8, 9, 10]);
+        assert_eq!(rows(&path), vec![0, 1, 2, 3, 4, 6, 8, 9, 10]);
+        writer.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A job that panics is answered with an error, rolled back, and the thread goes on.
+    #[tokio::test]
+    async fn a_panicking_job_does_not_stop_the_writer() {
+        let (dir, path) = scratch();
+        let writer = Writer::start(&path, Gate::default()).expect("writer");
+        let r = writer
+            .write(|c| -> Result<(), StoreError> {
+                c.execute("INSERT INTO t (n) VALUES (1)", [])?;
+                panic!("job bug");
+            })
+            .await;
+        assert!(matches!(r, Err(StoreError::Database(_))), "{r:?}");
+        writer
+            .write(|c| -> Result<(), StoreError> {
+                c.execute("INSERT INTO t (n) VALUES (2)", [])?;
+                Ok(())
+            })
+            .await
+            .expect("second job");
+        assert_eq!(rows(&path), vec![2]);
+        writer.close().await;
+        let closed = writer.write(|_| -> Result<(), StoreError> { Ok(()) }).await;
+        assert!(matches!(closed, Err(StoreError::Database(_))), "a closed writer refuses jobs");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// While an sqlx transaction holds the gate, the thread does not start a group.
+    #[tokio::test]
+    async fn the_gate_keeps_the_thread_out() {
+        let (dir, path) = scratch();
+        let gate = Gate::default();
+        let writer = Arc::new(Writer::start(&path, gate.clone()).expect("writer"));
+        let held = gate.clone().lock_owned().await;
+        let w = writer.clone();
+        let job = tokio::spawn(async move {
+            w.write(|c| -> Result<(), StoreError> {
+                c.execute("INSERT INTO t (n) VALUES (1)", [])?;
+                Ok(())
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!job.is_finished(), "the job ran while the gate was held");
+        assert!(rows(&path).is_empty());
+        drop(held);
+        job.await.expect("join").expect("job");
+        assert_eq!(rows(&path), vec![1]);
+        writer.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
