@@ -13,6 +13,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row};
 
+use crate::pg_batch::UserBatcher;
 use crate::sqlite_writer::{Gate, Writer};
 use crate::{
     Change, Claimed, DispatchRound, Document, HookRuntime, ImportRow, LogCursor, LogQuery, QueueStats, RowWrite,
@@ -36,6 +37,8 @@ pub struct SqliteBackend {
 /// PostgreSQL, shared by any number of nodes.
 #[derive(Debug, Clone)]
 pub struct PgBackend {
+    /// Profile and lifecycle changes, batched (`pg_batch.rs`).
+    pub(crate) users: Arc<UserBatcher>,
     write: PgPool,
     read: PgPool,
     /// Connections reserved for the delivery engine, so API load cannot starve it.
@@ -115,7 +118,9 @@ impl PgBackend {
         drop(conn);
         let work =
             PgPoolOptions::new().max_connections(4).acquire_timeout(opts.acquire_timeout).connect(&opts.url).await?;
-        Ok(PgBackend { write: pool.clone(), read: pool, work, hooks: Arc::default() })
+        let hooks = Arc::<HookRuntime>::default();
+        let users = Arc::new(UserBatcher::start(pool.clone(), hooks.clone()));
+        Ok(PgBackend { users, write: pool.clone(), read: pool, work, hooks })
     }
 
     async fn begin(&self) -> Result<WriteTx<sqlx::Postgres>, StoreError> {
@@ -127,6 +132,7 @@ impl PgBackend {
     }
 
     pub(crate) async fn close(&self) {
+        self.users.close();
         self.work.close().await;
         self.write.close().await;
     }
@@ -1318,15 +1324,15 @@ impl PgBackend {
         events: &[LogEvent],
     ) -> Result<bool, StoreError> {
         if events.is_empty() || self.hooks.router.get().is_none() {
-            return self.insert_events_at(tx, events, None).await;
+            return Self::insert_events_at(&self.hooks, tx, events, None).await;
         }
         let rev = Self::hooks_rev(tx).await?;
-        self.insert_events_at(tx, events, Some(rev)).await
+        Self::insert_events_at(&self.hooks, tx, events, Some(rev)).await
     }
 
     /// [`PgBackend::insert_events`] with the hooks revision already read in this transaction.
-    async fn insert_events_at(
-        &self,
+    pub(crate) async fn insert_events_at(
+        hooks: &HookRuntime,
         tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
         events: &[LogEvent],
         rev: Option<i64>,
@@ -1334,7 +1340,7 @@ impl PgBackend {
         if events.is_empty() {
             return Ok(false);
         }
-        let router = self.hooks.router.get();
+        let router = hooks.router.get();
         if let (Some(router), Some(rev)) = (router, rev)
             && rev != router.revision()
         {
@@ -1427,34 +1433,6 @@ macro_rules! async_writes {
                 Ok(())
             }
 
-            pub(crate) async fn update_user<E, F>(&self, id: &str, f: F) -> Result<User, E>
-            where
-                E: From<StoreError> + Send,
-                F: FnOnce(User) -> Result<Option<Change<User>>, E> + Send,
-            {
-                let mut tx = self.begin().await?;
-                // The hooks revision comes with the locked row: one round trip less.
-                let row = sqlx::query(concat!(
-                    "SELECT data, (SELECT value FROM settings WHERE key = 'event_hooks_rev') FROM users WHERE id = $1",
-                    $lock
-                ))
-                .bind(id)
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(StoreError::from)?
-                .ok_or(StoreError::NotFound)?;
-                let current: User = decode(&row.try_get::<String, _>(0).map_err(StoreError::from)?)?;
-                let rev = row.try_get::<Option<String>, _>(1).map_err(StoreError::from)?.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
-                let Some(change) = f(current.clone())? else {
-                    return Ok(current);
-                };
-                let user = change.value;
-                Self::write_user(&mut tx, &user).await?;
-                let routed = self.insert_events_at(&mut tx, &change.events, Some(rev)).await?;
-                tx.commit().await.map_err(StoreError::from)?;
-                self.after_commit(routed);
-                Ok(user)
-            }
 
             pub(crate) async fn delete_user<E, F>(&self, id: &str, f: F) -> Result<(), E>
             where

@@ -6,6 +6,7 @@
 //! them in the same transaction: no event without its change, no change without its event.
 
 mod backend;
+mod pg_batch;
 mod query;
 pub mod scratch;
 mod sqlite_hot;

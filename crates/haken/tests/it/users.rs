@@ -14,6 +14,7 @@ both!(
     paging_follows_links_and_rejects_tampered_cursors,
     filters_and_q,
     partial_update_and_replace,
+    concurrent_changes_lose_nothing,
     lifecycle_rules,
     two_step_delete,
     custom_schema_attributes,
@@ -297,6 +298,58 @@ async fn partial_update_and_replace(b: Backend) {
     s.post("/api/v1/users/00unothere0000000000", json!({ "profile": { "nickName": "x" } }))
         .await
         .expect_error(404, "E0000007");
+    s.stop().await;
+}
+
+/// Changes that arrive together (and are written together: one group on SQLite's writer, one
+/// batch on PostgreSQL) each see the ones before them, a login clash fails only its own
+/// change, and every change writes its event.
+async fn concurrent_changes_lose_nothing(b: Backend) {
+    let s = TestServer::start(b).await;
+    let a = s.create_user("ada@example.org", "Ada", "Lovelace").await;
+    let c = s.create_user("charles@example.org", "Charles", "Babbage").await;
+    let (a_id, c_id) =
+        (a["id"].as_str().unwrap_or_default().to_owned(), c["id"].as_str().unwrap_or_default().to_owned());
+    let attrs = ["nickName", "title", "displayName", "department", "city", "organization", "division", "costCenter"];
+    let mut calls: Vec<(String, Value)> = Vec::new();
+    for (i, attr) in attrs.iter().enumerate() {
+        for id in [&a_id, &c_id] {
+            calls.push((format!("/api/v1/users/{id}"), json!({ "profile": { *attr: format!("v{i}") } })));
+        }
+    }
+    // Ada takes Charles's login (refused) and, in the same burst, Charles takes a new one.
+    calls.push((
+        format!("/api/v1/users/{a_id}"),
+        json!({ "profile": { "login": "CHARLES@example.org", "email": "charles@example.org" } }),
+    ));
+    calls.push((format!("/api/v1/users/{c_id}"), json!({ "profile": { "login": "babbage@example.org" } })));
+    let answers = futures_util::future::join_all(calls.iter().map(|(path, body)| s.post(path, body.clone()))).await;
+    let n = answers.len();
+    for (i, ans) in answers.into_iter().enumerate() {
+        if i == n - 2 {
+            // Either the login is still Charles's (a clash) or Charles already moved on.
+            if ans.status.as_u16() != 200 {
+                ans.expect_error(400, "E0000001");
+            }
+        } else {
+            ans.ok();
+        }
+    }
+    let a_now = s.get(&format!("/api/v1/users/{a_id}")).await.ok().clone();
+    let c_now = s.get(&format!("/api/v1/users/{c_id}")).await.ok().clone();
+    for (i, attr) in attrs.iter().enumerate() {
+        assert_eq!(a_now["profile"][*attr], format!("v{i}"), "no lost update of {attr}");
+        assert_eq!(c_now["profile"][*attr], format!("v{i}"), "no lost update of {attr}");
+    }
+    assert_eq!(c_now["profile"]["login"], "babbage@example.org");
+    let a_login = a_now["profile"]["login"].as_str().unwrap_or_default().to_owned();
+    assert!(a_login == "ada@example.org" || a_login == "CHARLES@example.org", "{a_login}");
+    let renamed = usize::from(a_login != "ada@example.org");
+    assert_eq!(
+        s.events_of("user.account.update_profile").await.len(),
+        2 * attrs.len() + 1 + renamed,
+        "one event per change that changed something"
+    );
     s.stop().await;
 }
 
