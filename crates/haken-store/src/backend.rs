@@ -17,7 +17,7 @@ use crate::pg_batch::UserBatcher;
 use crate::sqlite_writer::{Gate, Writer};
 use crate::{
     Change, Claimed, DispatchRound, Document, HookRuntime, ImportRow, LogCursor, LogQuery, QueueStats, RowWrite,
-    SignInWrite, StoreError, StoreOptions, UserQuery, decode, encode,
+    SignInWrite, StoreError, StoreOptions, UserQuery, decode, email_key, encode, name_key,
 };
 
 /// Embedded SQLite: one writer at a time (so commit order is `seq` order and no transaction
@@ -176,7 +176,7 @@ fn foreign_key_violation(e: &sqlx::Error) -> bool {
 }
 
 macro_rules! backend_impl {
-    ($backend:ty, $db:ty, $row:ty, for_update = $lock:literal, skip_locked = $skip:literal, poll_by_tx = $poll_by_tx:literal, email_expr = $email_expr:literal, name_expr = $name_expr:literal) => {
+    ($backend:ty, $db:ty, $row:ty, for_update = $lock:literal, skip_locked = $skip:literal, poll_by_tx = $poll_by_tx:literal) => {
         impl $backend {
 
             /// Reads one JSON document row under the backend's row lock (`sql` selects `data`).
@@ -290,12 +290,16 @@ macro_rules! backend_impl {
 
             /// Writes a changed user over its row; a login taken by another user is a conflict.
             async fn write_user(tx: &mut sqlx::Transaction<'static, $db>, user: &User) -> Result<(), StoreError> {
-                sqlx::query("UPDATE users SET login_lower = $2, status = $3, last_updated = $4, data = $5 WHERE id = $1")
+                sqlx::query(
+                    "UPDATE users SET login_lower = $2, status = $3, last_updated = $4, data = $5, email_key = $6, name_key = $7 WHERE id = $1",
+                )
                     .bind(&user.id)
                     .bind(user.login().to_lowercase())
                     .bind(user.status.as_str())
                     .bind(user.last_updated.millis())
                     .bind(encode(user)?)
+                    .bind(email_key(user))
+                    .bind(name_key(user))
                     .execute(&mut **tx)
                     .await
                     .map_err(|e| if unique_violation(&e) { StoreError::Conflict("login") } else { StoreError::from(e) })?;
@@ -750,7 +754,7 @@ macro_rules! backend_impl {
 
             /// Users whose profile `email` is `email` (ignoring case), oldest first.
             pub(crate) async fn users_by_email(&self, email: &str, limit: i64) -> Result<Vec<User>, StoreError> {
-                let rows = sqlx::query(concat!("SELECT data FROM users WHERE ", $email_expr, " = $1 ORDER BY seq LIMIT $2"))
+                let rows = sqlx::query("SELECT data FROM users WHERE email_key = $1 ORDER BY seq LIMIT $2")
                     .bind(email.to_lowercase())
                     .bind(limit)
                     .fetch_all(&self.read)
@@ -760,7 +764,7 @@ macro_rules! backend_impl {
 
             /// Users whose profile `firstName` and `lastName` are these (ignoring case), oldest first.
             pub(crate) async fn users_by_name(&self, first: &str, last: &str, limit: i64) -> Result<Vec<User>, StoreError> {
-                let rows = sqlx::query(concat!("SELECT data FROM users WHERE ", $name_expr, " = $1 ORDER BY seq LIMIT $2"))
+                let rows = sqlx::query("SELECT data FROM users WHERE name_key = $1 ORDER BY seq LIMIT $2")
                     .bind(format!("{}\u{1f}{}", first.to_lowercase(), last.to_lowercase()))
                     .bind(limit)
                     .fetch_all(&self.read)
@@ -816,13 +820,16 @@ macro_rules! backend_impl {
                 // New users in multi-row statements; a taken login fails the whole batch, which
                 // the caller then retries row by row.
                 for chunk in creates.chunks(200) {
-                    let mut b: QueryBuilder<$db> = QueryBuilder::new("INSERT INTO users (id, login_lower, status, last_updated, data) ");
+                    let mut b: QueryBuilder<$db> =
+                        QueryBuilder::new("INSERT INTO users (id, login_lower, status, last_updated, data, email_key, name_key) ");
                     b.push_values(chunk, |mut r, (user, data)| {
                         r.push_bind(user.id.as_str())
                             .push_bind(user.login().to_lowercase())
                             .push_bind(user.status.as_str())
                             .push_bind(user.last_updated.millis())
-                            .push_bind(data.as_str());
+                            .push_bind(data.as_str())
+                            .push_bind(email_key(user))
+                            .push_bind(name_key(user));
                     });
                     b.build()
                         .execute(&mut **tx)
@@ -1402,12 +1409,16 @@ macro_rules! async_writes {
         impl $backend {
             pub(crate) async fn insert_user(&self, user: &User, group_ids: &[String], events: &[LogEvent]) -> Result<(), StoreError> {
                 let mut tx = self.begin().await?;
-                sqlx::query("INSERT INTO users (id, login_lower, status, last_updated, data) VALUES ($1, $2, $3, $4, $5)")
+                sqlx::query(
+                    "INSERT INTO users (id, login_lower, status, last_updated, data, email_key, name_key) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
                     .bind(&user.id)
                     .bind(user.login().to_lowercase())
                     .bind(user.status.as_str())
                     .bind(user.last_updated.millis())
                     .bind(encode(user)?)
+                    .bind(email_key(user))
+                    .bind(name_key(user))
                     .execute(&mut **tx)
                     .await
                     .map_err(|e| if unique_violation(&e) { StoreError::Conflict("login") } else { e.into() })?;
@@ -1660,9 +1671,7 @@ backend_impl!(
     sqlx::sqlite::SqliteRow,
     for_update = "",
     skip_locked = "",
-    poll_by_tx = false,
-    email_expr = "lower(json_extract(data, '$.profile.email'))",
-    name_expr = "(lower(json_extract(data, '$.profile.firstName')) || char(31) || lower(json_extract(data, '$.profile.lastName')))"
+    poll_by_tx = false
 );
 backend_impl!(
     PgBackend,
@@ -1672,8 +1681,6 @@ backend_impl!(
     skip_locked = " FOR UPDATE SKIP LOCKED",
     // Concurrent writers commit out of `seq` order; polling readers page by (transaction id,
     // seq) below the oldest running transaction instead, which no later commit can precede.
-    poll_by_tx = true,
-    email_expr = "lower((data::jsonb) -> 'profile' ->> 'email')",
-    name_expr = "(lower((data::jsonb) -> 'profile' ->> 'firstName') || chr(31) || lower((data::jsonb) -> 'profile' ->> 'lastName'))"
+    poll_by_tx = true
 );
 async_writes!(PgBackend, sqlx::Postgres, for_update = " FOR UPDATE", skip_locked = " FOR UPDATE SKIP LOCKED");

@@ -818,6 +818,17 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The key user import matches a profile's `email` on (lowercase), if it has one.
+pub(crate) fn email_key(user: &User) -> Option<String> {
+    user.profile.get("email").and_then(Value::as_str).map(str::to_lowercase)
+}
+
+/// The key user import matches `firstName` and `lastName` on (lowercase, joined by U+001F).
+pub(crate) fn name_key(user: &User) -> Option<String> {
+    let part = |k: &str| user.profile.get(k).and_then(Value::as_str).map(str::to_lowercase);
+    Some(format!("{}\u{1f}{}", part("firstName")?, part("lastName")?))
+}
+
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(data: &str) -> Result<T, StoreError> {
     serde_json::from_str(data).map_err(|e| StoreError::Corrupt(e.to_string()))
 }

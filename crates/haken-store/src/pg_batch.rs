@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use haken_core::User;
 use sqlx::{PgPool, Row};
 
-use crate::{Change, HookRuntime, PgBackend, StoreError, decode, encode};
+use crate::{Change, HookRuntime, PgBackend, StoreError, decode, email_key, encode, name_key};
 
 /// Most changes in one transaction.
 const MAX_BATCH: usize = 64;
@@ -212,16 +212,22 @@ async fn write_jobs(
         let mut statuses = Vec::with_capacity(changed.len());
         let mut updated = Vec::with_capacity(changed.len());
         let mut data = Vec::with_capacity(changed.len());
+        let mut emails = Vec::with_capacity(changed.len());
+        let mut names = Vec::with_capacity(changed.len());
         for id in &changed {
             let u = current.get(id).ok_or_else(|| StoreError::Corrupt(format!("user {id} left the batch")))?;
             logins.push(u.login().to_lowercase());
             statuses.push(u.status.as_str());
             updated.push(u.last_updated.millis());
             data.push(encode(u)?);
+            emails.push(email_key(u));
+            names.push(name_key(u));
         }
         sqlx::query(
-            "UPDATE users SET login_lower = v.login_lower, status = v.status, last_updated = v.last_updated, data = v.data \
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[]) AS v (id, login_lower, status, last_updated, data) \
+            "UPDATE users SET login_lower = v.login_lower, status = v.status, last_updated = v.last_updated, data = v.data, \
+             email_key = v.email_key, name_key = v.name_key \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[]) \
+             AS v (id, login_lower, status, last_updated, data, email_key, name_key) \
              WHERE users.id = v.id",
         )
         .bind(&changed)
@@ -229,6 +235,8 @@ async fn write_jobs(
         .bind(&statuses)
         .bind(&updated)
         .bind(&data)
+        .bind(&emails)
+        .bind(&names)
         .execute(&mut *tx)
         .await?;
     }

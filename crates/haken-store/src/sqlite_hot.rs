@@ -9,7 +9,9 @@ use haken_core::{LogEvent, Timestamp, User};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
-use crate::{Change, Claimed, DispatchRound, HookRuntime, SqliteBackend, StoreError, decode, encode};
+use crate::{
+    Change, Claimed, DispatchRound, HookRuntime, SqliteBackend, StoreError, decode, email_key, encode, name_key,
+};
 
 /// A connection in a write job.
 type Conn = Connection;
@@ -75,14 +77,18 @@ pub(crate) fn insert_events(conn: &Conn, hooks: &HookRuntime, events: &[LogEvent
 }
 
 fn write_user(conn: &Conn, user: &User) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE users SET login_lower = ?2, status = ?3, last_updated = ?4, data = ?5 WHERE id = ?1")?
-        .execute(params![
-            user.id,
-            user.login().to_lowercase(),
-            user.status.as_str(),
-            user.last_updated.millis(),
-            encode(user)?
-        ])
+    conn.prepare_cached(
+        "UPDATE users SET login_lower = ?2, status = ?3, last_updated = ?4, data = ?5, email_key = ?6, name_key = ?7 WHERE id = ?1",
+    )?
+    .execute(params![
+        user.id,
+        user.login().to_lowercase(),
+        user.status.as_str(),
+        user.last_updated.millis(),
+        encode(user)?,
+        email_key(user),
+        name_key(user)
+    ])
         .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("login") } else { e.into() })?;
     Ok(())
 }
@@ -315,8 +321,18 @@ impl SqliteBackend {
         let routed = self
             .writer
             .write(move |conn| -> Result<bool, StoreError> {
-                conn.prepare_cached("INSERT INTO users (id, login_lower, status, last_updated, data) VALUES (?1, ?2, ?3, ?4, ?5)")?
-                    .execute(params![user.id, user.login().to_lowercase(), user.status.as_str(), user.last_updated.millis(), encode(&user)?])
+                conn.prepare_cached(
+                    "INSERT INTO users (id, login_lower, status, last_updated, data, email_key, name_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    user.id,
+                    user.login().to_lowercase(),
+                    user.status.as_str(),
+                    user.last_updated.millis(),
+                    encode(&user)?,
+                    email_key(&user),
+                    name_key(&user)
+                ])
                     .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("login") } else { e.into() })?;
                 for gid in &group_ids {
                     let added = conn

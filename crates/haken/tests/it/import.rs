@@ -21,6 +21,7 @@ both!(
     hook_failures_fail_open_unless_fail_closed,
     cli_imports_and_reports_json,
     abandoned_jobs_are_reported_failed,
+    match_keys_follow_profile_changes,
 );
 
 const IMPORT_HOOK: &str = "com.okta.import.transform";
@@ -641,5 +642,30 @@ async fn abandoned_jobs_are_reported_failed(b: Backend) {
             .await;
     assert_eq!(again["status"], "COMPLETED");
     assert_eq!(again["counts"]["created"], 0);
+    s.stop().await;
+}
+
+/// Matching by email and by name uses what the profile says now: keys written by a later
+/// profile change, not those of the user's creation.
+async fn match_keys_follow_profile_changes(b: Backend) {
+    let s = TestServer::start(b).await;
+    let ann = s.create_user("ann@example.org", "Ann", "Lee").await;
+    let id = id_of(&ann);
+    s.post(
+        &format!("/api/v1/users/{id}"),
+        json!({ "profile": { "email": "Ann.Ng@Example.org", "lastName": "Ng" } }),
+    )
+    .await
+    .ok();
+    let by_email = create_app(&s, "By email", json!({ "matching": ["EMAIL"] })).await;
+    let csv = "userName,email,firstName,lastName\nann@example.org,ANN.NG@example.org,Ann,Ng\n";
+    let job = import(&s, &id_of(&by_email), csv, "text/csv").await;
+    let (created, linked, _, _, failed) = counts(&job);
+    assert_eq!((created, linked, failed), (0, 1, 0), "matched by the new email: {job}");
+    let by_name = create_app(&s, "By name", json!({ "matching": ["FIRST_AND_LAST_NAME"] })).await;
+    let csv = "userName,email,firstName,lastName\nann@example.org,ann.ng@example.org,ANN,ng\n";
+    let job = import(&s, &id_of(&by_name), csv, "text/csv").await;
+    let (created, linked, _, _, failed) = counts(&job);
+    assert_eq!((created, linked, failed), (0, 1, 0), "matched by the new name: {job}");
     s.stop().await;
 }
