@@ -17,7 +17,7 @@ use crate::pg_batch::UserBatcher;
 use crate::sqlite_writer::{Gate, Writer};
 use crate::{
     Change, Claimed, DispatchRound, Document, HookRuntime, ImportRow, LogCursor, LogQuery, QueueStats, RowWrite,
-    SignInWrite, StoreError, StoreOptions, UserQuery, decode, email_key, encode, name_key,
+    SignInWrite, StoreError, StoreOptions, UserQuery, decode, email_key, encode, name_key, routed_json,
 };
 
 /// Embedded SQLite: one writer at a time (so commit order is `seq` order and no transaction
@@ -1259,15 +1259,7 @@ impl SqliteBackend {
         let mut rows: Vec<(&LogEvent, String, Vec<String>)> = Vec::with_capacity(events.len());
         for ev in events {
             let targets = router.map(|r| r.route(ev)).unwrap_or_default();
-            let data = if targets.is_empty() {
-                encode(ev)?
-            } else {
-                let mut ev = ev.clone();
-                if let Some(dc) = ev.debug_context.as_mut() {
-                    dc.debug_data.insert("targetEventHookIds".into(), Value::String(targets.join(",")));
-                }
-                encode(&ev)?
-            };
+            let data = routed_json(ev, &targets)?;
             rows.push((ev, data, targets));
         }
         for chunk in rows.chunks(500) {
@@ -1363,15 +1355,7 @@ impl PgBackend {
         let (mut routed_uuid, mut routed_hook) = (Vec::new(), Vec::new());
         for ev in events {
             let targets = router.map(|r| r.route(ev)).unwrap_or_default();
-            data.push(if targets.is_empty() {
-                encode(ev)?
-            } else {
-                let mut ev = ev.clone();
-                if let Some(dc) = ev.debug_context.as_mut() {
-                    dc.debug_data.insert("targetEventHookIds".into(), Value::String(targets.join(",")));
-                }
-                encode(&ev)?
-            });
+            data.push(routed_json(ev, &targets)?);
             for hook_id in targets {
                 routed_uuid.push(ev.uuid.as_str());
                 routed_hook.push(hook_id);

@@ -818,6 +818,18 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// An event as stored: with `debugData.targetEventHookIds` when hooks receive it.
+pub(crate) fn routed_json(ev: &LogEvent, targets: &[String]) -> Result<String, StoreError> {
+    if targets.is_empty() {
+        return encode(ev);
+    }
+    let mut ev = ev.clone();
+    if let Some(dc) = ev.debug_context.as_mut() {
+        dc.debug_data.insert("targetEventHookIds".into(), Value::String(targets.join(",")));
+    }
+    encode(&ev)
+}
+
 /// The key user import matches a profile's `email` on (lowercase), if it has one.
 pub(crate) fn email_key(user: &User) -> Option<String> {
     user.profile.get("email").and_then(Value::as_str).map(str::to_lowercase)

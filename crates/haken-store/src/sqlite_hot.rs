@@ -7,10 +7,10 @@ use std::sync::Arc;
 use haken_core::hook::{Attempt, AttemptOutcome, Delivery, DeliveryStatus, EventHook, HookStatus};
 use haken_core::{LogEvent, Timestamp, User};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::Value;
 
 use crate::{
     Change, Claimed, DispatchRound, HookRuntime, SqliteBackend, StoreError, decode, email_key, encode, name_key,
+    routed_json,
 };
 
 /// A connection in a write job.
@@ -57,15 +57,7 @@ pub(crate) fn insert_events(conn: &Conn, hooks: &HookRuntime, events: &[LogEvent
         conn.prepare_cached("INSERT INTO outbox (hook_id, event_seq, created) VALUES (?1, ?2, ?3)")?;
     for ev in events {
         let targets = router.map(|r| r.route(ev)).unwrap_or_default();
-        let data = if targets.is_empty() {
-            encode(ev)?
-        } else {
-            let mut ev = ev.clone();
-            if let Some(dc) = ev.debug_context.as_mut() {
-                dc.debug_data.insert("targetEventHookIds".into(), Value::String(targets.join(",")));
-            }
-            encode(&ev)?
-        };
+        let data = routed_json(ev, &targets)?;
         insert_event.execute(params![ev.uuid, ev.published.millis(), ev.event_type, data])?;
         let seq = conn.last_insert_rowid();
         for hook_id in &targets {

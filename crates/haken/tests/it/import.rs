@@ -651,12 +651,9 @@ async fn match_keys_follow_profile_changes(b: Backend) {
     let s = TestServer::start(b).await;
     let ann = s.create_user("ann@example.org", "Ann", "Lee").await;
     let id = id_of(&ann);
-    s.post(
-        &format!("/api/v1/users/{id}"),
-        json!({ "profile": { "email": "Ann.Ng@Example.org", "lastName": "Ng" } }),
-    )
-    .await
-    .ok();
+    s.post(&format!("/api/v1/users/{id}"), json!({ "profile": { "email": "Ann.Ng@Example.org", "lastName": "Ng" } }))
+        .await
+        .ok();
     let by_email = create_app(&s, "By email", json!({ "matching": ["EMAIL"] })).await;
     let csv = "userName,email,firstName,lastName\nann@example.org,ANN.NG@example.org,Ann,Ng\n";
     let job = import(&s, &id_of(&by_email), csv, "text/csv").await;
