@@ -1304,6 +1304,18 @@ impl SqliteBackend {
     }
 }
 
+/// User rows a batch of changes writes, as columns (see `pg_batch.rs`).
+#[derive(Debug, Default)]
+pub(crate) struct UserRows {
+    pub ids: Vec<String>,
+    pub logins: Vec<String>,
+    pub statuses: Vec<&'static str>,
+    pub updated: Vec<i64>,
+    pub data: Vec<String>,
+    pub emails: Vec<Option<String>>,
+    pub names: Vec<Option<String>>,
+}
+
 /// PostgreSQL's event insert: the events, their outbox rows and the wake-up for other nodes in
 /// one statement, so a write costs the same round trips however many events it carries.
 impl PgBackend {
@@ -1323,20 +1335,22 @@ impl PgBackend {
         events: &[LogEvent],
     ) -> Result<bool, StoreError> {
         if events.is_empty() || self.hooks.router.get().is_none() {
-            return Self::insert_events_at(&self.hooks, tx, events, None).await;
+            return Self::insert_events_at(&self.hooks, tx, events, None, None).await;
         }
         let rev = Self::hooks_rev(tx).await?;
-        Self::insert_events_at(&self.hooks, tx, events, Some(rev)).await
+        Self::insert_events_at(&self.hooks, tx, events, Some(rev), None).await
     }
 
     /// [`PgBackend::insert_events`] with the hooks revision already read in this transaction.
+    /// With `users`, the same statement also writes those user rows (a batch of changes).
     pub(crate) async fn insert_events_at(
         hooks: &HookRuntime,
         tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
         events: &[LogEvent],
         rev: Option<i64>,
+        users: Option<UserRows>,
     ) -> Result<bool, StoreError> {
-        if events.is_empty() {
+        if events.is_empty() && users.is_none() {
             return Ok(false);
         }
         let router = hooks.router.get();
@@ -1365,23 +1379,43 @@ impl PgBackend {
             types.push(ev.event_type.as_str());
         }
         // Rows go in in array order, so `seq` follows the events' order.
-        let row = sqlx::query(
-            "WITH e AS (INSERT INTO log_events (uuid, published, event_type, data) \
+        macro_rules! events_sql {
+            () => {
+                "e AS (INSERT INTO log_events (uuid, published, event_type, data) \
                SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) RETURNING seq, uuid, published), \
              o AS (INSERT INTO outbox (hook_id, event_seq, created) \
                SELECT t.hook_id, e.seq, e.published FROM e JOIN unnest($5::text[], $6::text[]) AS t (uuid, hook_id) ON t.uuid = e.uuid \
                RETURNING 1) \
              SELECT n, CASE WHEN n > 0 THEN (SELECT count(*) FROM pg_notify('haken_outbox', '')) END \
-             FROM (SELECT count(*) AS n FROM o) c",
-        )
-        .bind(&uuids)
-        .bind(&published)
-        .bind(&types)
-        .bind(&data)
-        .bind(&routed_uuid)
-        .bind(&routed_hook)
-        .fetch_one(&mut **tx)
-        .await?;
+             FROM (SELECT count(*) AS n FROM o) c"
+            };
+        }
+        let sql = if users.is_some() {
+            concat!(
+                "WITH u AS (UPDATE users SET login_lower = v.login_lower, status = v.status, \
+               last_updated = v.last_updated, data = v.data, email_key = v.email_key, name_key = v.name_key \
+               FROM unnest($7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[], $13::text[]) \
+               AS v (id, login_lower, status, last_updated, data, email_key, name_key) \
+               WHERE users.id = v.id RETURNING 1), ",
+                events_sql!()
+            )
+        } else {
+            concat!("WITH ", events_sql!())
+        };
+        let q = sqlx::query(sql)
+            .bind(&uuids)
+            .bind(&published)
+            .bind(&types)
+            .bind(&data)
+            .bind(&routed_uuid)
+            .bind(&routed_hook);
+        let q = match users {
+            Some(u) => {
+                q.bind(u.ids).bind(u.logins).bind(u.statuses).bind(u.updated).bind(u.data).bind(u.emails).bind(u.names)
+            }
+            None => q,
+        };
+        let row = q.fetch_one(&mut **tx).await?;
         Ok(row.try_get::<i64, _>(0)? > 0)
     }
 }

@@ -1,7 +1,7 @@
 //! PostgreSQL: profile and lifecycle changes of users, batched. A task per node takes every
 //! change queued at the moment and writes them in one transaction: one locking read for all
 //! their rows, each change computed in queue order (two changes of one user see each other),
-//! one UPDATE for every changed row, one statement for all their events, one commit. A
+//! one statement for every changed row with all their events and outbox rows, one commit. A
 //! round trip to PostgreSQL costs about as much as the work of a row, so this is what lets
 //! one node keep up with many concurrent writers.
 //!
@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use haken_core::User;
 use sqlx::{PgPool, Row};
 
+use crate::backend::UserRows;
 use crate::{Change, HookRuntime, PgBackend, StoreError, decode, email_key, encode, name_key};
 
 /// Most changes in one transaction.
@@ -207,40 +208,20 @@ async fn write_jobs(
         current.insert(change.value.id.clone(), change.value);
         answers.push((ran.answer, None));
     }
-    if !changed.is_empty() {
-        let mut logins = Vec::with_capacity(changed.len());
-        let mut statuses = Vec::with_capacity(changed.len());
-        let mut updated = Vec::with_capacity(changed.len());
-        let mut data = Vec::with_capacity(changed.len());
-        let mut emails = Vec::with_capacity(changed.len());
-        let mut names = Vec::with_capacity(changed.len());
-        for id in &changed {
-            let u = current.get(id).ok_or_else(|| StoreError::Corrupt(format!("user {id} left the batch")))?;
-            logins.push(u.login().to_lowercase());
-            statuses.push(u.status.as_str());
-            updated.push(u.last_updated.millis());
-            data.push(encode(u)?);
-            emails.push(email_key(u));
-            names.push(name_key(u));
-        }
-        sqlx::query(
-            "UPDATE users SET login_lower = v.login_lower, status = v.status, last_updated = v.last_updated, data = v.data, \
-             email_key = v.email_key, name_key = v.name_key \
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[]) \
-             AS v (id, login_lower, status, last_updated, data, email_key, name_key) \
-             WHERE users.id = v.id",
-        )
-        .bind(&changed)
-        .bind(&logins)
-        .bind(&statuses)
-        .bind(&updated)
-        .bind(&data)
-        .bind(&emails)
-        .bind(&names)
-        .execute(&mut *tx)
-        .await?;
+    // The changed rows go in with the events, in one statement.
+    let mut rows = UserRows::default();
+    for id in &changed {
+        let u = current.get(id).ok_or_else(|| StoreError::Corrupt(format!("user {id} left the batch")))?;
+        rows.ids.push(id.clone());
+        rows.logins.push(u.login().to_lowercase());
+        rows.statuses.push(u.status.as_str());
+        rows.updated.push(u.last_updated.millis());
+        rows.data.push(encode(u)?);
+        rows.emails.push(email_key(u));
+        rows.names.push(name_key(u));
     }
-    let routed = PgBackend::insert_events_at(hooks, &mut tx, &events, Some(rev)).await?;
+    let users = (!changed.is_empty()).then_some(rows);
+    let routed = PgBackend::insert_events_at(hooks, &mut tx, &events, Some(rev), users).await?;
     tx.commit().await?;
     Ok(routed)
 }
