@@ -1620,13 +1620,41 @@ macro_rules! async_writes {
             }
 
             pub(crate) async fn finish_attempt(&self, a: &Attempt, outcome: &AttemptOutcome, events: &[LogEvent], stop_hook: Option<&str>) -> Result<bool, StoreError> {
-                let mut tx = self.begin_work().await?;
                 let done_at = a.started.millis() + i64::try_from(a.latency_ms).unwrap_or(0);
                 let (status, next, delivered, error) = match outcome {
                     AttemptOutcome::Delivered => ("DELIVERED", done_at, Some(done_at), None),
                     AttemptOutcome::Retry { at } => ("PENDING", at.millis(), None, a.error.clone()),
                     AttemptOutcome::Dead { reason } => ("DEAD", done_at, None, Some(reason.clone())),
                 };
+                if events.is_empty() && stop_hook.is_none() {
+                    // The common case (delivered, or a retry): one statement, atomic on its
+                    // own, records the outcome and the attempt — no transaction around it.
+                    let row = sqlx::query(
+                        "WITH d AS (UPDATE deliveries SET status = $2, attempts = attempts + 1, next_attempt_at = $3, delivered_at = $4, \
+                         last_attempt_at = $5, last_status = $6, last_error = $7, lease_owner = NULL, lease_until = NULL \
+                         WHERE id = $1 AND status = 'PENDING' AND lease_owner = $8 RETURNING id), \
+                         i AS (INSERT INTO delivery_attempts (delivery_id, hook_id, attempt, started, latency_ms, status_code, error, response_snippet, node) \
+                         SELECT d.id, $9, $10, $5, $11, $6, $12, $13, $8 FROM d RETURNING 1) \
+                         SELECT count(*) FROM i",
+                    )
+                    .bind(&a.delivery_id)
+                    .bind(status)
+                    .bind(next)
+                    .bind(delivered)
+                    .bind(a.started.millis())
+                    .bind(a.status_code.map(i64::from))
+                    .bind(error)
+                    .bind(&a.node)
+                    .bind(&a.hook_id)
+                    .bind(i64::from(a.attempt))
+                    .bind(i64::try_from(a.latency_ms).unwrap_or(i64::MAX))
+                    .bind(&a.error)
+                    .bind(&a.response_snippet)
+                    .fetch_one(&self.work)
+                    .await?;
+                    return Ok(row.try_get::<i64, _>(0)? > 0);
+                }
+                let mut tx = self.begin_work().await?;
                 // Only the lease holder records: a node whose lease expired (and was taken over,
                 // or cleared by a replay) must not overwrite what happened since.
                 let updated = sqlx::query(
