@@ -17,7 +17,7 @@ use crate::pg_batch::UserBatcher;
 use crate::sqlite_writer::{Gate, Writer};
 use crate::{
     Change, Claimed, DispatchRound, Document, HookRuntime, ImportRow, LogCursor, LogQuery, QueueStats, RowWrite,
-    SignInWrite, StoreError, StoreOptions, UserQuery, decode, email_key, encode, name_key, routed_json,
+    SignInWrite, StoreError, StoreOptions, UserQuery, decode, email_key, encode, name_key, name_key_of, routed_json,
 };
 
 /// Embedded SQLite: one writer at a time (so commit order is `seq` order and no transaction
@@ -765,7 +765,7 @@ macro_rules! backend_impl {
             /// Users whose profile `firstName` and `lastName` are these (ignoring case), oldest first.
             pub(crate) async fn users_by_name(&self, first: &str, last: &str, limit: i64) -> Result<Vec<User>, StoreError> {
                 let rows = sqlx::query("SELECT data FROM users WHERE name_key = $1 ORDER BY seq LIMIT $2")
-                    .bind(format!("{}\u{1f}{}", first.to_lowercase(), last.to_lowercase()))
+                    .bind(name_key_of(first, last))
                     .bind(limit)
                     .fetch_all(&self.read)
                     .await?;

@@ -158,20 +158,11 @@ pub trait EventRouter: Send + Sync + 'static {
 
 /// What the backends share with the delivery engine: the router and the wake-up signal
 /// given after a commit that queued deliveries.
+#[derive(Default)]
 pub struct HookRuntime {
     router: std::sync::OnceLock<std::sync::Arc<dyn EventRouter>>,
     wake: tokio::sync::Notify,
     cache: ReadCache,
-}
-
-impl Default for HookRuntime {
-    fn default() -> Self {
-        HookRuntime {
-            router: std::sync::OnceLock::new(),
-            wake: tokio::sync::Notify::new(),
-            cache: ReadCache::default(),
-        }
-    }
 }
 
 /// How long a cached read (a setting, a token lookup) is trusted. Changes made through this
@@ -835,10 +826,15 @@ pub(crate) fn email_key(user: &User) -> Option<String> {
     user.profile.get("email").and_then(Value::as_str).map(str::to_lowercase)
 }
 
-/// The key user import matches `firstName` and `lastName` on (lowercase, joined by U+001F).
+/// The key user import matches `firstName` and `lastName` on.
 pub(crate) fn name_key(user: &User) -> Option<String> {
-    let part = |k: &str| user.profile.get(k).and_then(Value::as_str).map(str::to_lowercase);
-    Some(format!("{}\u{1f}{}", part("firstName")?, part("lastName")?))
+    let part = |k: &str| user.profile.get(k).and_then(Value::as_str);
+    Some(name_key_of(part("firstName")?, part("lastName")?))
+}
+
+/// Both names lowercase, joined by U+001F.
+pub(crate) fn name_key_of(first: &str, last: &str) -> String {
+    format!("{}\u{1f}{}", first.to_lowercase(), last.to_lowercase())
 }
 
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(data: &str) -> Result<T, StoreError> {

@@ -13,23 +13,20 @@ use crate::{
     routed_json,
 };
 
-/// A connection in a write job.
-type Conn = Connection;
-
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _)
         if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
 }
 
 /// One JSON document by key (`sql` selects `data` with `?1`).
-fn read_doc<T: serde::de::DeserializeOwned>(conn: &Conn, sql: &str, key: &str) -> Result<Option<T>, StoreError> {
+fn read_doc<T: serde::de::DeserializeOwned>(conn: &Connection, sql: &str, key: &str) -> Result<Option<T>, StoreError> {
     let data: Option<String> = conn.prepare_cached(sql)?.query_row([key], |r| r.get(0)).optional()?;
     data.map(|d| decode(&d)).transpose()
 }
 
 /// Writes the events and, for each hook that receives one, an outbox row; returns whether
 /// anything was routed. The router is rebuilt first if hooks changed since it was built.
-pub(crate) fn insert_events(conn: &Conn, hooks: &HookRuntime, events: &[LogEvent]) -> Result<bool, StoreError> {
+pub(crate) fn insert_events(conn: &Connection, hooks: &HookRuntime, events: &[LogEvent]) -> Result<bool, StoreError> {
     if events.is_empty() {
         return Ok(false);
     }
@@ -68,7 +65,7 @@ pub(crate) fn insert_events(conn: &Conn, hooks: &HookRuntime, events: &[LogEvent
     Ok(routed)
 }
 
-fn write_user(conn: &Conn, user: &User) -> Result<(), StoreError> {
+fn write_user(conn: &Connection, user: &User) -> Result<(), StoreError> {
     conn.prepare_cached(
         "UPDATE users SET login_lower = ?2, status = ?3, last_updated = ?4, data = ?5, email_key = ?6, name_key = ?7 WHERE id = ?1",
     )?
@@ -85,7 +82,7 @@ fn write_user(conn: &Conn, user: &User) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn write_event_hook(conn: &Conn, hook: &EventHook) -> Result<(), StoreError> {
+fn write_event_hook(conn: &Connection, hook: &EventHook) -> Result<(), StoreError> {
     conn.prepare_cached("UPDATE event_hooks SET name_lower = ?2, receives = ?3, data = ?4 WHERE id = ?1")?
         .execute(params![hook.id, hook.name.to_lowercase(), i64::from(hook.receives()), encode(hook)?])
         .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("name") } else { e.into() })?;
@@ -125,7 +122,7 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Delivery, Optio
 }
 
 /// Puts routed events not yet in a delivery into deliveries of up to `max_events` each.
-fn form_deliveries(conn: &Conn, now: i64, max_events: i64) -> Result<usize, StoreError> {
+fn form_deliveries(conn: &Connection, now: i64, max_events: i64) -> Result<usize, StoreError> {
     let hook_ids: Vec<String> = conn
         .prepare_cached("SELECT DISTINCT hook_id FROM outbox WHERE delivery_id IS NULL LIMIT 200")?
         .query_map([], |r| r.get(0))?
@@ -178,7 +175,7 @@ fn form_deliveries(conn: &Conn, now: i64, max_events: i64) -> Result<usize, Stor
 pub(crate) type Room = Box<dyn Fn(&EventHook) -> u32 + Send + Sync>;
 
 fn dispatch_round(
-    conn: &Conn,
+    conn: &Connection,
     now: i64,
     max_events: i64,
     node: &str,
@@ -241,7 +238,7 @@ fn dispatch_round(
 }
 
 fn finish_attempt(
-    conn: &Conn,
+    conn: &Connection,
     hooks: &HookRuntime,
     a: &Attempt,
     outcome: &AttemptOutcome,
