@@ -1,5 +1,5 @@
-//! PostgreSQL: profile and lifecycle changes of users, batched. A task per node takes every
-//! change queued at the moment and writes them in one transaction: one locking read for all
+//! PostgreSQL: profile and lifecycle changes of users, batched. A task per node takes the
+//! changes queued at the moment and writes them in one transaction: one locking read for all
 //! their rows, each change computed in queue order (two changes of one user see each other),
 //! one statement for every changed row with all their events and outbox rows, one commit. A
 //! round trip to PostgreSQL costs about as much as the work of a row, so this is what lets
@@ -106,27 +106,97 @@ impl UserBatcher {
     }
 }
 
+/// Batches one node keeps in flight. While one commits (PostgreSQL waits for its WAL flush,
+/// and the node for the answer), the next is already being written.
+const PIPELINE: usize = 2;
+
 async fn run(pool: PgPool, hooks: Arc<HookRuntime>, mut queue: tokio::sync::mpsc::UnboundedReceiver<Job>) {
-    let mut jobs = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let batch = std::mem::take(&mut jobs);
-        let mut answers: Vec<(Answer, Option<StoreError>)> = Vec::with_capacity(batch.len());
-        let result = write_batch(&pool, &hooks, batch, &mut answers).await;
-        match result {
-            Ok(routed) => {
-                for (answer, own) in answers {
-                    answer(own.map_or(Ok(()), Err));
+    // Jobs taken from the queue and not yet in a batch, in queue order.
+    let mut held: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
+    // Users with a change in a batch in flight: their later changes wait for that batch, so
+    // batches in flight never touch the same row (and never wait on each other's locks).
+    let mut busy: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut in_flight: tokio::task::JoinSet<Vec<String>> = tokio::task::JoinSet::new();
+    let mut incoming = Vec::with_capacity(MAX_BATCH);
+    let mut open = true;
+    loop {
+        while in_flight.len() < PIPELINE {
+            let batch = take_runnable(&mut held, &busy);
+            if batch.is_empty() {
+                break;
+            }
+            let ids: Vec<String> = batch.iter().map(|j| j.id.clone()).collect();
+            busy.extend(ids.iter().cloned());
+            let (pool, hooks) = (pool.clone(), hooks.clone());
+            in_flight.spawn(async move {
+                write_and_answer(&pool, &hooks, batch).await;
+                ids
+            });
+        }
+        if !open && held.is_empty() && in_flight.is_empty() {
+            break;
+        }
+        tokio::select! {
+            done = in_flight.join_next(), if !in_flight.is_empty() => match done {
+                Some(Ok(ids)) => {
+                    for id in ids {
+                        busy.remove(&id);
+                    }
                 }
-                if routed {
-                    hooks.wake.notify_one();
+                // A batch task that panicked (its callers heard: their answers were dropped).
+                // Which users it held is lost with it; forget every mark rather than block
+                // them forever (at worst a later batch waits on a row lock).
+                Some(Err(_)) => busy.clear(),
+                None => {}
+            },
+            n = queue.recv_many(&mut incoming, MAX_BATCH), if open => {
+                if n == 0 {
+                    open = false;
+                } else {
+                    held.extend(incoming.drain(..));
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "A batch of user changes failed; none of it was written.");
-                let why = e.to_string();
-                for (answer, own) in answers {
-                    answer(Err(own.unwrap_or_else(|| StoreError::Database(why.clone()))));
-                }
+        }
+    }
+}
+
+/// The next batch: held jobs in queue order whose user has nothing in flight (a user that
+/// waits keeps all its later changes waiting too, so one user's changes stay in order).
+fn take_runnable(held: &mut std::collections::VecDeque<Job>, busy: &std::collections::HashSet<String>) -> Vec<Job> {
+    if held.is_empty() {
+        return Vec::new();
+    }
+    let mut batch = Vec::new();
+    let mut rest = std::collections::VecDeque::with_capacity(held.len());
+    let mut waiting: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for job in held.drain(..) {
+        if batch.len() < MAX_BATCH && !busy.contains(&job.id) && !waiting.contains(&job.id) {
+            batch.push(job);
+        } else {
+            waiting.insert(job.id.clone());
+            rest.push_back(job);
+        }
+    }
+    *held = rest;
+    batch
+}
+
+async fn write_and_answer(pool: &PgPool, hooks: &HookRuntime, batch: Vec<Job>) {
+    let mut answers: Vec<(Answer, Option<StoreError>)> = Vec::with_capacity(batch.len());
+    match write_batch(pool, hooks, batch, &mut answers).await {
+        Ok(routed) => {
+            for (answer, own) in answers {
+                answer(own.map_or(Ok(()), Err));
+            }
+            if routed {
+                hooks.wake.notify_one();
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "A batch of user changes failed; none of it was written.");
+            let why = e.to_string();
+            for (answer, own) in answers {
+                answer(Err(own.unwrap_or_else(|| StoreError::Database(why.clone()))));
             }
         }
     }
