@@ -201,13 +201,14 @@ impl Dispatcher {
     /// Sends one delivery and records the attempt.
     async fn deliver(&self, hook: &EventHook, claimed: Claimed) -> Result<(), haken_store::StoreError> {
         let delivery = claimed.delivery;
-        let events = match claimed.inline_events {
-            Some(ev) => ev
+        let events = match (claimed.stored_events, claimed.inline_events) {
+            (Some(stored), _) => stored,
+            (None, Some(ev)) => ev
                 .iter()
                 .map(serde_json::value::to_raw_value)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| haken_store::StoreError::Corrupt(e.to_string()))?,
-            None => self.store.delivery_events(&delivery.id).await?,
+            (None, None) => self.store.delivery_events(&delivery.id).await?,
         };
         let source = envelope::source(&self.config.public_url, &hook.id);
         let body = envelope::body(&delivery, &source, &events);

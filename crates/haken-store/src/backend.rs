@@ -16,8 +16,8 @@ use sqlx::{QueryBuilder, Row};
 use crate::pg_batch::UserBatcher;
 use crate::sqlite_writer::{Gate, Writer};
 use crate::{
-    Change, Claimed, DispatchRound, Document, HookRuntime, ImportRow, LogCursor, LogQuery, QueueStats, RowWrite,
-    SignInWrite, StoreError, StoreOptions, UserQuery, decode, email_key, encode, name_key, name_key_of, routed_json,
+    Change, Document, HookRuntime, ImportRow, LogCursor, LogQuery, QueueStats, RowWrite, SignInWrite, StoreError,
+    StoreOptions, UserQuery, decode, email_key, encode, name_key, name_key_of, routed_json,
 };
 
 /// Embedded SQLite: one writer at a time (so commit order is `seq` order and no transaction
@@ -42,7 +42,7 @@ pub struct PgBackend {
     write: PgPool,
     read: PgPool,
     /// Connections reserved for the delivery engine, so API load cannot starve it.
-    work: PgPool,
+    pub(crate) work: PgPool,
     pub(crate) hooks: Arc<HookRuntime>,
 }
 
@@ -102,13 +102,31 @@ impl SqliteBackend {
     }
 }
 
+/// A connection idle for longer than this is checked (a round trip) before it is handed out.
+const PG_PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Pool settings for PostgreSQL. sqlx checks every connection before handing it out by
+/// default: a round trip per statement on a busy node, as many as the statements themselves.
+/// Only connections that sat idle are checked here (one that broke while in use fails its
+/// statement, and is dropped, like any error).
+fn pg_pool_options(max: u32, opts: &StoreOptions) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(opts.acquire_timeout)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PG_PING_AFTER_IDLE {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
 impl PgBackend {
     pub(crate) async fn connect(opts: &StoreOptions) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(opts.max_connections.max(2))
-            .acquire_timeout(opts.acquire_timeout)
-            .connect(&opts.url)
-            .await?;
+        let pool = pg_pool_options(opts.max_connections.max(2), opts).connect(&opts.url).await?;
         // Several nodes may start at once: one applies the migrations, the others wait.
         let mut conn = pool.acquire().await?;
         sqlx::query("SELECT pg_advisory_lock(727274001)").execute(&mut *conn).await?;
@@ -116,8 +134,7 @@ impl PgBackend {
         sqlx::query("SELECT pg_advisory_unlock(727274001)").execute(&mut *conn).await?;
         migrated?;
         drop(conn);
-        let work =
-            PgPoolOptions::new().max_connections(4).acquire_timeout(opts.acquire_timeout).connect(&opts.url).await?;
+        let work = pg_pool_options(4, opts).connect(&opts.url).await?;
         let hooks = Arc::<HookRuntime>::default();
         let users = Arc::new(UserBatcher::start(pool.clone(), hooks.clone()));
         Ok(PgBackend { users, write: pool.clone(), read: pool, work, hooks })
@@ -890,7 +907,7 @@ macro_rules! backend_impl {
 
             // ---- deliveries ----
 
-            fn delivery_from_row(r: &$row) -> Result<Delivery, StoreError> {
+            pub(crate) fn delivery_from_row(r: &$row) -> Result<Delivery, StoreError> {
                 let status: String = r.try_get("status")?;
                 let opt_ts = |v: Option<i64>| v.map(Timestamp);
                 Ok(Delivery {
@@ -1134,6 +1151,13 @@ macro_rules! backend_impl {
                     deliveries += b.build().execute(&mut **tx).await?.rows_affected();
                     tx.commit().await?;
                 }
+                // Rows routed to a hook while it was being deleted (the writer's routing
+                // predates the deletion): nothing will ever send them.
+                let mut tx = self.begin_work().await?;
+                sqlx::query("DELETE FROM outbox WHERE delivery_id IS NULL AND NOT EXISTS (SELECT 1 FROM event_hooks h WHERE h.id = outbox.hook_id)")
+                    .execute(&mut **tx)
+                    .await?;
+                tx.commit().await?;
                 let mut events = 0u64;
                 loop {
                     let mut tx = self.begin_work().await?;
@@ -1479,144 +1503,6 @@ macro_rules! async_writes {
                 tx.commit().await.map_err(StoreError::from)?;
                 self.after_commit(routed);
                 Ok(())
-            }
-
-            async fn form_in(tx: &mut sqlx::Transaction<'static, $db>, now: i64, max_events: i64) -> Result<usize, StoreError> {
-                let hooks = sqlx::query("SELECT DISTINCT hook_id FROM outbox WHERE delivery_id IS NULL LIMIT 200").fetch_all(&mut **tx).await?;
-                let mut made = 0usize;
-                for h in hooks {
-                    let hook_id: String = h.try_get(0)?;
-                    // A hook deleted while a writer was routing to it can leave rows behind: drop them.
-                    if sqlx::query("SELECT 1 FROM event_hooks WHERE id = $1").bind(&hook_id).fetch_optional(&mut **tx).await?.is_none() {
-                        sqlx::query("DELETE FROM outbox WHERE hook_id = $1 AND delivery_id IS NULL").bind(&hook_id).execute(&mut **tx).await?;
-                        continue;
-                    }
-                    // A bounded number of deliveries per hook and call keeps the transaction short.
-                    for _ in 0..20 {
-                        let rows = sqlx::query(concat!(
-                            "SELECT seq FROM outbox WHERE delivery_id IS NULL AND hook_id = $1 ORDER BY seq LIMIT $2",
-                            $skip
-                        ))
-                        .bind(&hook_id)
-                        .bind(max_events)
-                        .fetch_all(&mut **tx)
-                        .await?;
-                        if rows.is_empty() {
-                            break;
-                        }
-                        let seqs = rows.iter().map(|r| r.try_get::<i64, _>(0)).collect::<Result<Vec<_>, _>>()?;
-                        let id = haken_core::log_event::new_uuid();
-                        sqlx::query(
-                            "INSERT INTO deliveries (id, hook_id, kind, status, attempts, event_count, created, event_time, next_attempt_at) \
-                             VALUES ($1, $2, 'event', 'PENDING', 0, $3, $4, $4, $4)",
-                        )
-                        .bind(&id)
-                        .bind(&hook_id)
-                        .bind(seqs.len() as i64)
-                        .bind(now)
-                        .execute(&mut **tx)
-                        .await?;
-                        let mut b: QueryBuilder<$db> = QueryBuilder::new("UPDATE outbox SET delivery_id = ");
-                        b.push_bind(id).push(" WHERE seq IN (");
-                        let mut sep = b.separated(", ");
-                        for s in &seqs {
-                            sep.push_bind(*s);
-                        }
-                        b.push(")");
-                        b.build().execute(&mut **tx).await?;
-                        made += 1;
-                        if (seqs.len() as i64) < max_events {
-                            break;
-                        }
-                    }
-                }
-                Ok(made)
-            }
-
-            /// One dispatcher round in one write transaction: form deliveries from new routed
-            /// events, then lease, per hook with room, the deliveries due now.
-            pub(crate) async fn dispatch_round(
-                &self,
-                now: i64,
-                max_events: i64,
-                node: &str,
-                lease_until: i64,
-                room: &(dyn Fn(&EventHook) -> u32 + Send + Sync),
-            ) -> Result<DispatchRound, StoreError> {
-                // Ordered like the partial index, so the planner walks it instead of the table
-                // (which churn makes large and stale statistics make look small).
-                let unbatched = sqlx::query("SELECT hook_id FROM outbox WHERE delivery_id IS NULL ORDER BY hook_id, seq LIMIT 1")
-                    .fetch_optional(&self.work)
-                    .await?
-                    .is_some();
-                if !unbatched {
-                    let (due, next) = self.due_hooks(now).await?;
-                    if due.is_empty() {
-                        return Ok(DispatchRound { claimed: Vec::new(), next_due: next });
-                    }
-                }
-                let mut tx = self.begin_work().await?;
-                if unbatched {
-                    Self::form_in(&mut tx, now, max_events).await?;
-                }
-                let rows = sqlx::query(
-                    "SELECT d.hook_id, MIN(d.next_attempt_at) FROM deliveries d JOIN event_hooks h ON h.id = d.hook_id \
-                     WHERE d.status = 'PENDING' AND h.receives = 1 AND (d.lease_until IS NULL OR d.lease_until < $1) \
-                     GROUP BY d.hook_id",
-                )
-                .bind(now)
-                .fetch_all(&mut **tx)
-                .await?;
-                let mut out = DispatchRound::default();
-                for r in rows {
-                    let hook_id: String = r.try_get(0)?;
-                    let at: i64 = r.try_get(1)?;
-                    if at > now {
-                        out.next_due = Some(out.next_due.map_or(at, |n: i64| n.min(at)));
-                        continue;
-                    }
-                    let Some(row) = sqlx::query("SELECT data FROM event_hooks WHERE id = $1").bind(&hook_id).fetch_optional(&mut **tx).await? else {
-                        continue;
-                    };
-                    let hook: EventHook = decode(&row.try_get::<String, _>(0)?)?;
-                    let limit = room(&hook);
-                    if limit == 0 {
-                        continue;
-                    }
-                    let ids = sqlx::query(concat!(
-                        "SELECT id FROM deliveries WHERE hook_id = $1 AND status = 'PENDING' AND next_attempt_at <= $2 \
-                         AND (lease_until IS NULL OR lease_until < $2) ORDER BY next_attempt_at, seq LIMIT $3",
-                        $skip
-                    ))
-                    .bind(&hook_id)
-                    .bind(now)
-                    .bind(i64::from(limit))
-                    .fetch_all(&mut **tx)
-                    .await?;
-                    if ids.is_empty() {
-                        continue;
-                    }
-                    // A lease never ends before the attempt can: the hook's timeout and a margin.
-                    let timeout = i64::try_from(hook.delivery.timeout_ms).unwrap_or(30_000);
-                    let hook_lease_until = lease_until.max(now + timeout + 5_000);
-                    let mut b: QueryBuilder<$db> = QueryBuilder::new("UPDATE deliveries SET lease_owner = ");
-                    b.push_bind(node.to_owned()).push(", lease_until = ").push_bind(hook_lease_until).push(" WHERE id IN (");
-                    let mut sep = b.separated(", ");
-                    for r in &ids {
-                        sep.push_bind(r.try_get::<String, _>(0)?);
-                    }
-                    b.push(") RETURNING *");
-                    let leased = b.build().fetch_all(&mut **tx).await?;
-                    let mut claimed = Vec::with_capacity(leased.len());
-                    for r in &leased {
-                        let inline: Option<String> = r.try_get("inline_events")?;
-                        claimed.push(Claimed { delivery: Self::delivery_from_row(r)?, inline_events: inline.map(|s| decode(&s)).transpose()? });
-                    }
-                    claimed.sort_by_key(|c| (c.delivery.next_attempt_at, c.delivery.created));
-                    out.claimed.push((hook, claimed));
-                }
-                tx.commit().await?;
-                Ok(out)
             }
 
             pub(crate) async fn finish_attempt(&self, a: &Attempt, outcome: &AttemptOutcome, events: &[LogEvent], stop_hook: Option<&str>) -> Result<bool, StoreError> {

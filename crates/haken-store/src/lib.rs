@@ -7,6 +7,7 @@
 
 mod backend;
 mod pg_batch;
+mod pg_dispatch;
 mod query;
 pub mod scratch;
 mod sqlite_hot;
@@ -211,11 +212,14 @@ impl std::fmt::Debug for HookRuntime {
 }
 
 /// A delivery claimed by a worker: it holds the lease until it reports the attempt.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Claimed {
     pub delivery: Delivery,
     /// Events of a test delivery, carried by the delivery itself.
     pub inline_events: Option<Vec<LogEvent>>,
+    /// The delivery's stored events, when the claim read them with it (PostgreSQL); otherwise
+    /// [`Store::delivery_events`] reads them.
+    pub stored_events: Option<Vec<Box<serde_json::value::RawValue>>>,
 }
 
 /// What one dispatcher round leased, per hook, and when the next delivery falls due.

@@ -230,7 +230,11 @@ fn dispatch_round(
         let mut claimed = Vec::with_capacity(ids.len());
         for id in &ids {
             let (delivery, inline) = lease.query_row(params![node, hook_lease_until, id], delivery_from_row)?;
-            claimed.push(Claimed { delivery, inline_events: inline.map(|s| decode(&s)).transpose()? });
+            claimed.push(Claimed {
+                delivery,
+                inline_events: inline.map(|s| decode(&s)).transpose()?,
+                stored_events: None,
+            });
         }
         out.claimed.push((hook, claimed));
     }

@@ -205,8 +205,11 @@ async fn run_one(args: &EventsBench, backend: &str) -> anyhow::Result<String> {
     let per_client_interval =
         (args.rate > 0).then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate as f64));
     let (c, b, a) = (client.clone(), base.clone(), auth.clone());
+    // Response times of the API changes alone (the pacing sleep is not part of them).
+    let responses: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let r = responses.clone();
     let writes = drive(args.concurrency, args.seconds, move |ci, i| {
-        let (c, b, a, ids) = (c.clone(), b.clone(), a.clone(), ids.clone());
+        let (c, b, a, ids, r) = (c.clone(), b.clone(), a.clone(), ids.clone(), r.clone());
         async move {
             let t = Instant::now();
             let ok = c
@@ -216,6 +219,9 @@ async fn run_one(args: &EventsBench, backend: &str) -> anyhow::Result<String> {
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success());
+            if let Ok(mut r) = r.lock() {
+                r.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
             if let Some(iv) = per_client_interval {
                 tokio::time::sleep(iv.saturating_sub(t.elapsed())).await;
             }
@@ -240,6 +246,8 @@ async fn run_one(args: &EventsBench, backend: &str) -> anyhow::Result<String> {
         Err(_) => (0, 0, Vec::new()),
     };
     latencies.sort_by(|x, y| x.total_cmp(y));
+    let mut responses = responses.lock().map(|r| r.clone()).unwrap_or_default();
+    responses.sort_by(|x, y| x.total_cmp(y));
     drop(server);
     rx_task.abort();
     if let Some(url) = scratch {
@@ -251,11 +259,13 @@ async fn run_one(args: &EventsBench, backend: &str) -> anyhow::Result<String> {
     let cpu_per_event = if received > 0 { (cpu_after - cpu_before) / received as f64 } else { 0.0 };
     let ratio = events_per_s / baseline.rate().max(1e-9);
     println!(
-        "{backend}: {} API changes in {:.1} s ({:.0}/s, {} errors); {received} of {expected} events received in {:.1} s = {events_per_s:.0} events/s, {dups} duplicates",
+        "{backend}: {} API changes in {:.1} s ({:.0}/s, {} errors, response p50 {:.1} ms, p99 {:.1} ms); {received} of {expected} events received in {:.1} s = {events_per_s:.0} events/s, {dups} duplicates",
         writes.ops,
         writes.elapsed.as_secs_f64(),
         writes.rate(),
         writes.errors,
+        percentile(&responses, 0.5),
+        percentile(&responses, 0.99),
         drained.as_secs_f64()
     );
     println!(

@@ -22,6 +22,7 @@ both!(
     outbox_is_transactional,
     trigger_and_metrics,
     retention_keeps_what_is_still_owed,
+    a_backlog_goes_out_in_fifties_in_order,
 );
 
 fn hook_body(name: &str, uri: &str, items: &[&str]) -> Value {
@@ -545,5 +546,54 @@ async fn retention_keeps_what_is_still_owed(b: Backend) {
     wait_status(&s, &id, "DELIVERED", 1, 10).await;
     let last = r.posts().last().cloned().expect("a post");
     assert_eq!(last.json()["data"]["events"][0]["target"][0]["id"], dead_user.as_str());
+    s.stop().await;
+}
+
+async fn a_backlog_goes_out_in_fifties_in_order(b: Backend) {
+    let s = TestServer::start(b).await;
+    // 120 events before any hook, one after the other (so `published` follows their order).
+    let mut logins = Vec::new();
+    for i in 0..120 {
+        let login = format!("backlog{i:03}@example.org");
+        make_user(&s, &login).await;
+        logins.push(login);
+    }
+    let (ra, rb) = (Receiver::start().await, Receiver::start().await);
+    let a = ready_hook(&s, hook_body("backlog-a", &ra.url, &["user.lifecycle.create"])).await;
+    let b = ready_hook(&s, hook_body("backlog-b", &rb.url, &["user.lifecycle.create"])).await;
+    let since = haken_core::Timestamp(haken_core::Timestamp::now().millis() - 600_000).to_rfc3339();
+    // Each backfill queues the whole backlog in one transaction: the dispatcher finds 120
+    // routed events of each hook at once.
+    for id in [&a, &b] {
+        let bf = s.post(&format!("/api/v1/eventHooks/{id}/backfill"), json!({ "since": since })).await;
+        assert_eq!(bf.ok()["queued"], 120);
+    }
+    for r in [&ra, &rb] {
+        let posts = r.wait_posts(30, |p| p.iter().map(|x| x.uuids().len()).sum::<usize>() >= 120).await;
+        // Deliveries go out side by side (several in flight), so they may arrive in any order;
+        // each one must be a run of consecutive events, in order.
+        let mut runs: Vec<Vec<String>> = posts
+            .iter()
+            .map(|p| {
+                p.json()["data"]["events"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|e| e["target"][0]["alternateId"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .collect();
+        runs.sort_by_key(|r| r.first().cloned());
+        let sizes: Vec<usize> = runs.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![50, 50, 20], "deliveries of at most 50 events, each as full as the backlog allows");
+        let got: Vec<String> = runs.concat();
+        assert_eq!(got, logins, "every event once, in the order it happened");
+    }
+    for id in [&a, &b] {
+        let done = wait_status(&s, id, "DELIVERED", 3, 10).await;
+        let counts: Vec<u64> = done.iter().map(|d| d["eventCount"].as_u64().unwrap_or(0)).collect();
+        assert_eq!(counts.iter().sum::<u64>(), 120, "{counts:?}");
+    }
     s.stop().await;
 }
