@@ -323,8 +323,11 @@ async fn listen_for_other_nodes(pool: sqlx_pool::PgPool, store: Store) {
         match sqlx_pool::PgListener::connect_with(&pool).await {
             Ok(mut listener) => {
                 if listener.listen("haken_outbox").await.is_ok() {
-                    while listener.recv().await.is_ok() {
-                        store.wake();
+                    while let Ok(n) = listener.recv().await {
+                        // This node's own commits woke its dispatcher already.
+                        if n.payload() != store.wake_tag() {
+                            store.wake();
+                        }
                     }
                 }
             }

@@ -1410,7 +1410,7 @@ impl PgBackend {
              o AS (INSERT INTO outbox (hook_id, event_seq, created) \
                SELECT t.hook_id, e.seq, e.published FROM e JOIN unnest($5::text[], $6::text[]) AS t (uuid, hook_id) ON t.uuid = e.uuid \
                RETURNING 1) \
-             SELECT n, CASE WHEN n > 0 THEN (SELECT count(*) FROM pg_notify('haken_outbox', '')) END \
+             SELECT n, CASE WHEN n > 0 THEN (SELECT count(*) FROM pg_notify('haken_outbox', $7)) END \
              FROM (SELECT count(*) AS n FROM o) c"
             };
         }
@@ -1418,7 +1418,7 @@ impl PgBackend {
             concat!(
                 "WITH u AS (UPDATE users SET login_lower = v.login_lower, status = v.status, \
                last_updated = v.last_updated, data = v.data, email_key = v.email_key, name_key = v.name_key \
-               FROM unnest($7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[], $13::text[]) \
+               FROM unnest($8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::text[], $14::text[]) \
                AS v (id, login_lower, status, last_updated, data, email_key, name_key) \
                WHERE users.id = v.id RETURNING 1), ",
                 events_sql!()
@@ -1432,7 +1432,8 @@ impl PgBackend {
             .bind(&types)
             .bind(&data)
             .bind(&routed_uuid)
-            .bind(&routed_hook);
+            .bind(&routed_hook)
+            .bind(hooks.tag.0.as_str());
         let q = match users {
             Some(u) => {
                 q.bind(u.ids).bind(u.logins).bind(u.statuses).bind(u.updated).bind(u.data).bind(u.emails).bind(u.names)

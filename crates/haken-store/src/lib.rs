@@ -164,6 +164,17 @@ pub struct HookRuntime {
     router: std::sync::OnceLock<std::sync::Arc<dyn EventRouter>>,
     wake: tokio::sync::Notify,
     cache: ReadCache,
+    tag: WakeTag,
+}
+
+/// Names this store in the wake-ups it sends other nodes (PostgreSQL `NOTIFY` payloads), so
+/// its own listener can tell them from other nodes' and not wake its dispatcher twice.
+struct WakeTag(String);
+
+impl Default for WakeTag {
+    fn default() -> Self {
+        WakeTag(haken_core::id::random_base62(12))
+    }
 }
 
 /// How long a cached read (a setting, a token lookup) is trusted. Changes made through this
@@ -501,6 +512,12 @@ impl Store {
     /// Wakes the delivery engine (after a replay, or a notification from another node).
     pub fn wake(&self) {
         self.runtime().wake.notify_one()
+    }
+
+    /// The payload of the wake-ups this store sends other nodes: a listener that receives it
+    /// hears its own commit, whose dispatcher was woken already.
+    pub fn wake_tag(&self) -> &str {
+        &self.runtime().tag.0
     }
 
     fn runtime(&self) -> &HookRuntime {

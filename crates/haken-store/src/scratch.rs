@@ -27,6 +27,19 @@ pub async fn drop_database(admin_url: &str, url: &str) -> Result<(), StoreError>
     Ok(())
 }
 
+/// Process ids of the server sessions connected to the database of `url` (other than the one
+/// asking): what a benchmark reads to tell PostgreSQL's CPU time from the server's.
+pub async fn session_pids(url: &str) -> Result<Vec<i32>, StoreError> {
+    let mut conn = PgConnection::connect(url).await?;
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut conn)
+    .await?;
+    conn.close().await?;
+    Ok(pids)
+}
+
 /// `url` with its database name replaced.
 pub fn replace_database(url: &str, name: &str) -> String {
     let (base, query) = match url.split_once('?') {

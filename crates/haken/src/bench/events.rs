@@ -105,6 +105,18 @@ fn cpu_ms(pid: u32) -> Option<f64> {
     Some((utime + stime) * 10.0)
 }
 
+/// CPU time of the PostgreSQL sessions serving the scratch database (the server's pool
+/// connections), in ms; `None` unless PostgreSQL runs on this machine and its processes can be
+/// read.
+async fn db_cpu_ms(url: &str) -> Option<f64> {
+    let pids = haken_store::scratch::session_pids(url).await.ok()?;
+    let mut total = 0.0;
+    for pid in pids {
+        total += cpu_ms(u32::try_from(pid).ok()?)?;
+    }
+    Some(total)
+}
+
 pub async fn run(args: EventsBench) -> anyhow::Result<()> {
     let backends: Vec<&str> = match args.backend.as_str() {
         "both" => vec!["sqlite", "postgres"],
@@ -200,6 +212,10 @@ async fn run_one(args: &EventsBench, backend: &str) -> anyhow::Result<String> {
     let requests_before = rx.requests.load(Ordering::Relaxed);
 
     // The load.
+    let db_cpu_before = match &scratch {
+        Some(url) => db_cpu_ms(url).await,
+        None => None,
+    };
     let cpu_before = cpu_ms(server.child.id()).unwrap_or(0.0);
     let started = Instant::now();
     let per_client_interval =
@@ -241,6 +257,10 @@ async fn run_one(args: &EventsBench, backend: &str) -> anyhow::Result<String> {
     let drained = started.elapsed();
     let deliveries = rx.requests.load(Ordering::Relaxed) - requests_before;
     let cpu_after = cpu_ms(server.child.id()).unwrap_or(0.0);
+    let db_cpu_after = match &scratch {
+        Some(url) => db_cpu_ms(url).await,
+        None => None,
+    };
     let (received, dups, mut latencies) = match rx.arrivals.lock() {
         Ok(a) => (a.events.len(), a.duplicates, a.events.values().map(|(p, r)| (r - p) as f64).collect::<Vec<f64>>()),
         Err(_) => (0, 0, Vec::new()),
@@ -257,6 +277,12 @@ async fn run_one(args: &EventsBench, backend: &str) -> anyhow::Result<String> {
 
     let events_per_s = received as f64 / drained.as_secs_f64();
     let cpu_per_event = if received > 0 { (cpu_after - cpu_before) / received as f64 } else { 0.0 };
+    // PostgreSQL's share, when it could be read (a local server).
+    let db_cpu_per_event = match (db_cpu_before, db_cpu_after) {
+        (Some(b), Some(a)) if received > 0 && a >= b => Some((a - b) / received as f64),
+        _ => None,
+    };
+    let db_part = db_cpu_per_event.map(|v| format!(" db_cpu_ms_per_event={v:.3}")).unwrap_or_default();
     let ratio = events_per_s / baseline.rate().max(1e-9);
     println!(
         "{backend}: {} API changes in {:.1} s ({:.0}/s, {} errors, response p50 {:.1} ms, p99 {:.1} ms); {received} of {expected} events received in {:.1} s = {events_per_s:.0} events/s, {dups} duplicates",
@@ -269,16 +295,17 @@ async fn run_one(args: &EventsBench, backend: &str) -> anyhow::Result<String> {
         drained.as_secs_f64()
     );
     println!(
-        "{backend}: {deliveries} delivery requests ({:.1} events each); commit->receive p50 {:.1} ms, p99 {:.1} ms; server CPU {:.3} ms per delivered event; baseline (plain client -> same receiver) {:.0} req/s",
+        "{backend}: {deliveries} delivery requests ({:.1} events each); commit->receive p50 {:.1} ms, p99 {:.1} ms; server CPU {:.3} ms per delivered event{}; baseline (plain client -> same receiver) {:.0} req/s",
         received as f64 / deliveries.max(1) as f64,
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         cpu_per_event,
+        db_cpu_per_event.map(|v| format!(", PostgreSQL backends {v:.3} ms")).unwrap_or_default(),
         baseline.rate()
     );
     anyhow::ensure!(received >= expected, "events were lost: {received} of {expected} arrived");
     Ok(format!(
-        "backend={backend} concurrency={} rate={} events/s={events_per_s:.0} p50_ms={:.1} p99_ms={:.1} baseline_req/s={:.0} ratio={ratio:.3} cpu_ms_per_event={cpu_per_event:.3} duplicates={dups}",
+        "backend={backend} concurrency={} rate={} events/s={events_per_s:.0} p50_ms={:.1} p99_ms={:.1} baseline_req/s={:.0} ratio={ratio:.3} cpu_ms_per_event={cpu_per_event:.3}{db_part} duplicates={dups}",
         args.concurrency,
         if args.rate > 0 { args.rate.to_string() } else { "max".to_owned() },
         percentile(&latencies, 0.5),
