@@ -17,7 +17,7 @@ use crate::pg_batch::UserBatcher;
 use crate::sqlite_writer::{Gate, Writer};
 use crate::{
     Change, Document, HookRuntime, ImportRow, LogCursor, LogQuery, QueueStats, RowWrite, SignInWrite, StoreError,
-    StoreOptions, UserQuery, decode, email_key, encode, name_key, name_key_of, routed_json,
+    StoreOptions, UserColumns, UserQuery, decode, encode, name_key_of, routed_json,
 };
 
 /// Embedded SQLite: one writer at a time (so commit order is `seq` order and no transaction
@@ -307,16 +307,10 @@ macro_rules! backend_impl {
 
             /// Writes a changed user over its row; a login taken by another user is a conflict.
             async fn write_user(tx: &mut sqlx::Transaction<'static, $db>, user: &User) -> Result<(), StoreError> {
-                sqlx::query(
+                let update = sqlx::query(
                     "UPDATE users SET login_lower = $2, status = $3, last_updated = $4, data = $5, email_key = $6, name_key = $7 WHERE id = $1",
-                )
-                    .bind(&user.id)
-                    .bind(user.login().to_lowercase())
-                    .bind(user.status.as_str())
-                    .bind(user.last_updated.millis())
-                    .bind(encode(user)?)
-                    .bind(email_key(user))
-                    .bind(name_key(user))
+                );
+                crate::bind_user!(update, UserColumns::of(user)?)
                     .execute(&mut **tx)
                     .await
                     .map_err(|e| if unique_violation(&e) { StoreError::Conflict("login") } else { StoreError::from(e) })?;
@@ -817,12 +811,12 @@ macro_rules! backend_impl {
             {
                 let mut tx = self.begin().await?;
                 let mut events: Vec<LogEvent> = Vec::new();
-                let mut creates: Vec<(&User, String)> = Vec::new();
+                let mut creates: Vec<UserColumns> = Vec::new();
                 for (i, row) in rows.iter().enumerate() {
                     events.extend(row.events.iter().cloned());
                     match &row.write {
                         RowWrite::Nothing => {}
-                        RowWrite::Create(user) => creates.push((user, encode(&**user)?)),
+                        RowWrite::Create(user) => creates.push(UserColumns::of(user)?),
                         RowWrite::Update(id) => {
                             let current: User = Self::lock_doc(&mut tx, concat!("SELECT data FROM users WHERE id = $1", $lock), id)
                                 .await?
@@ -839,14 +833,14 @@ macro_rules! backend_impl {
                 for chunk in creates.chunks(200) {
                     let mut b: QueryBuilder<$db> =
                         QueryBuilder::new("INSERT INTO users (id, login_lower, status, last_updated, data, email_key, name_key) ");
-                    b.push_values(chunk, |mut r, (user, data)| {
-                        r.push_bind(user.id.as_str())
-                            .push_bind(user.login().to_lowercase())
-                            .push_bind(user.status.as_str())
-                            .push_bind(user.last_updated.millis())
-                            .push_bind(data.as_str())
-                            .push_bind(email_key(user))
-                            .push_bind(name_key(user));
+                    b.push_values(chunk, |mut r, c| {
+                        r.push_bind(c.id.as_str())
+                            .push_bind(c.login_lower.as_str())
+                            .push_bind(c.status)
+                            .push_bind(c.last_updated)
+                            .push_bind(c.data.as_str())
+                            .push_bind(c.email_key.as_deref())
+                            .push_bind(c.name_key.as_deref());
                     });
                     b.build()
                         .execute(&mut **tx)
@@ -1340,6 +1334,18 @@ pub(crate) struct UserRows {
     pub names: Vec<Option<String>>,
 }
 
+impl UserRows {
+    pub(crate) fn push(&mut self, c: UserColumns) {
+        self.ids.push(c.id);
+        self.logins.push(c.login_lower);
+        self.statuses.push(c.status);
+        self.updated.push(c.last_updated);
+        self.data.push(c.data);
+        self.emails.push(c.email_key);
+        self.names.push(c.name_key);
+    }
+}
+
 /// PostgreSQL's event insert: the events, their outbox rows and the wake-up for other nodes in
 /// one statement, so a write costs the same round trips however many events it carries.
 impl PgBackend {
@@ -1452,16 +1458,10 @@ macro_rules! async_writes {
         impl $backend {
             pub(crate) async fn insert_user(&self, user: &User, group_ids: &[String], events: &[LogEvent]) -> Result<(), StoreError> {
                 let mut tx = self.begin().await?;
-                sqlx::query(
+                let insert = sqlx::query(
                     "INSERT INTO users (id, login_lower, status, last_updated, data, email_key, name_key) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                    .bind(&user.id)
-                    .bind(user.login().to_lowercase())
-                    .bind(user.status.as_str())
-                    .bind(user.last_updated.millis())
-                    .bind(encode(user)?)
-                    .bind(email_key(user))
-                    .bind(name_key(user))
+                );
+                crate::bind_user!(insert, UserColumns::of(user)?)
                     .execute(&mut **tx)
                     .await
                     .map_err(|e| if unique_violation(&e) { StoreError::Conflict("login") } else { e.into() })?;

@@ -842,6 +842,53 @@ pub(crate) fn routed_json(ev: &LogEvent, targets: &[String]) -> Result<String, S
     encode(&ev)
 }
 
+/// A user's row as every write path stores it: the columns beside the document.
+pub(crate) struct UserColumns {
+    pub id: String,
+    pub login_lower: String,
+    pub status: &'static str,
+    pub last_updated: i64,
+    pub data: String,
+    pub email_key: Option<String>,
+    pub name_key: Option<String>,
+}
+
+impl UserColumns {
+    pub(crate) fn of(user: &User) -> Result<Self, StoreError> {
+        Ok(UserColumns {
+            id: user.id.clone(),
+            login_lower: user.login().to_lowercase(),
+            status: user.status.as_str(),
+            last_updated: user.last_updated.millis(),
+            data: encode(user)?,
+            email_key: email_key(user),
+            name_key: name_key(user),
+        })
+    }
+
+    /// The columns as SQLite parameters ?1…?7, in the order of the `users` column lists.
+    pub(crate) fn params(&self) -> [&dyn rusqlite::ToSql; 7] {
+        [&self.id, &self.login_lower, &self.status, &self.last_updated, &self.data, &self.email_key, &self.name_key]
+    }
+}
+
+/// Binds [`UserColumns`] as the next seven parameters of an sqlx query, in the order of the
+/// `users` column lists.
+macro_rules! bind_user {
+    ($query:expr, $cols:expr) => {{
+        let c = $cols;
+        $query
+            .bind(c.id)
+            .bind(c.login_lower)
+            .bind(c.status)
+            .bind(c.last_updated)
+            .bind(c.data)
+            .bind(c.email_key)
+            .bind(c.name_key)
+    }};
+}
+pub(crate) use bind_user;
+
 /// The key user import matches a profile's `email` on (lowercase), if it has one.
 pub(crate) fn email_key(user: &User) -> Option<String> {
     user.profile.get("email").and_then(Value::as_str).map(str::to_lowercase)

@@ -16,7 +16,7 @@ use haken_core::User;
 use sqlx::{PgPool, Row};
 
 use crate::backend::UserRows;
-use crate::{Change, HookRuntime, PgBackend, StoreError, decode, email_key, encode, name_key};
+use crate::{Change, HookRuntime, PgBackend, StoreError, UserColumns, decode};
 
 /// Most changes in one transaction.
 const MAX_BATCH: usize = 64;
@@ -282,13 +282,7 @@ async fn write_jobs(
     let mut rows = UserRows::default();
     for id in &changed {
         let u = current.get(id).ok_or_else(|| StoreError::Corrupt(format!("user {id} left the batch")))?;
-        rows.ids.push(id.clone());
-        rows.logins.push(u.login().to_lowercase());
-        rows.statuses.push(u.status.as_str());
-        rows.updated.push(u.last_updated.millis());
-        rows.data.push(encode(u)?);
-        rows.emails.push(email_key(u));
-        rows.names.push(name_key(u));
+        rows.push(UserColumns::of(u)?);
     }
     let users = (!changed.is_empty()).then_some(rows);
     let routed = PgBackend::insert_events_at(hooks, &mut tx, &events, Some(rev), users).await?;

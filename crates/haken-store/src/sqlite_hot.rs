@@ -9,8 +9,7 @@ use haken_core::{LogEvent, Timestamp, User};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{
-    Change, Claimed, DispatchRound, HookRuntime, SqliteBackend, StoreError, decode, email_key, encode, name_key,
-    routed_json,
+    Change, Claimed, DispatchRound, HookRuntime, SqliteBackend, StoreError, UserColumns, decode, encode, routed_json,
 };
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -69,15 +68,7 @@ fn write_user(conn: &Connection, user: &User) -> Result<(), StoreError> {
     conn.prepare_cached(
         "UPDATE users SET login_lower = ?2, status = ?3, last_updated = ?4, data = ?5, email_key = ?6, name_key = ?7 WHERE id = ?1",
     )?
-    .execute(params![
-        user.id,
-        user.login().to_lowercase(),
-        user.status.as_str(),
-        user.last_updated.millis(),
-        encode(user)?,
-        email_key(user),
-        name_key(user)
-    ])
+    .execute(UserColumns::of(user)?.params())
         .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("login") } else { e.into() })?;
     Ok(())
 }
@@ -317,15 +308,7 @@ impl SqliteBackend {
                 conn.prepare_cached(
                     "INSERT INTO users (id, login_lower, status, last_updated, data, email_key, name_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?
-                .execute(params![
-                    user.id,
-                    user.login().to_lowercase(),
-                    user.status.as_str(),
-                    user.last_updated.millis(),
-                    encode(&user)?,
-                    email_key(&user),
-                    name_key(&user)
-                ])
+                .execute(UserColumns::of(&user)?.params())
                     .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("login") } else { e.into() })?;
                 for gid in &group_ids {
                     let added = conn
