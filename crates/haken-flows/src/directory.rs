@@ -215,22 +215,22 @@ pub async fn update_user_with_events(
     store
         .update_user::<FlowError, _>(&user_id, move |mut user| {
             let before = user.profile.clone();
-            if let Some(profile) = req.profile {
+            if let Some(profile) = &req.profile {
                 let mut next = if req.replace { Map::new() } else { user.profile.clone() };
                 // Attributes that left the schema are dropped at the next write.
                 next.retain(|k, _| schema.attribute(k).is_some());
                 for (k, v) in profile {
                     if v.is_null() {
-                        next.remove(&k);
+                        next.remove(k);
                     } else {
-                        next.insert(k, v);
+                        next.insert(k.clone(), v.clone());
                     }
                 }
                 schema.validate_profile(&next)?;
                 user.profile = next;
             }
             let changed = changed_attributes(&before, &user.profile);
-            let mut events = prior;
+            let mut events = prior.clone();
             let prior_len = events.len();
             if !changed.is_empty() {
                 let from: Map<String, Value> =
@@ -244,7 +244,7 @@ pub async fn update_user_with_events(
                         .with_debug("changedAttributes", Value::String(changed.join(","))),
                 );
             }
-            if let Some(hash) = password_hash {
+            if let Some(hash) = password_hash.clone() {
                 user.credentials.password_hash = Some(hash);
                 user.credentials.password_hook = false;
                 user.password_changed = Some(now);
@@ -260,7 +260,7 @@ pub async fn update_user_with_events(
                 ));
             }
             let recovery_changed = recovery.is_some();
-            if let Some((q, a)) = recovery {
+            if let Some((q, a)) = recovery.clone() {
                 user.credentials.recovery_question = Some(q);
                 user.credentials.recovery_answer_hash = Some(a);
             }
@@ -303,7 +303,7 @@ pub async fn lifecycle(
             Transition::Unchanged => Ok(None),
             Transition::Changed => {
                 if token_hash.is_some() {
-                    user.credentials.activation_token_hash = token_hash;
+                    user.credentials.activation_token_hash = token_hash.clone();
                 }
                 let event = ctx.user_event(op.event_type(), op.verb(), &user, now);
                 Ok(Some(Change { value: user, events: vec![event] }))

@@ -16,8 +16,8 @@ use sqlx::{QueryBuilder, Row};
 use crate::pg_batch::UserBatcher;
 use crate::sqlite_writer::{Gate, Writer};
 use crate::{
-    Change, Document, HookRuntime, ImportRow, LogCursor, LogQuery, QueueStats, RowWrite, SignInWrite, StoreError,
-    StoreOptions, UserColumns, UserQuery, decode, encode, name_key_of, routed_json,
+    Change, Document, EventRouter, HookRuntime, ImportRow, LogCursor, LogQuery, QueueStats, RowWrite, SignInWrite,
+    StoreError, StoreOptions, UserColumns, UserQuery, decode, encode, name_key_of, routed_json,
 };
 
 /// Embedded SQLite: one writer at a time (so commit order is `seq` order and no transaction
@@ -1346,6 +1346,43 @@ impl UserRows {
     }
 }
 
+/// Events as the columns of a PostgreSQL insert over `unnest`, with one (event uuid, hook id)
+/// pair per outbox row `router` routes.
+pub(crate) struct EventRows<'a> {
+    pub uuids: Vec<&'a str>,
+    pub published: Vec<i64>,
+    pub types: Vec<&'a str>,
+    pub data: Vec<String>,
+    pub routed_uuid: Vec<&'a str>,
+    pub routed_hook: Vec<String>,
+}
+
+pub(crate) fn event_rows<'a>(
+    router: Option<&dyn EventRouter>,
+    events: &'a [LogEvent],
+) -> Result<EventRows<'a>, StoreError> {
+    let mut rows = EventRows {
+        uuids: Vec::with_capacity(events.len()),
+        published: Vec::with_capacity(events.len()),
+        types: Vec::with_capacity(events.len()),
+        data: Vec::with_capacity(events.len()),
+        routed_uuid: Vec::new(),
+        routed_hook: Vec::new(),
+    };
+    for ev in events {
+        let targets = router.map(|r| r.route(ev)).unwrap_or_default();
+        rows.data.push(routed_json(ev, &targets)?);
+        for hook_id in targets {
+            rows.routed_uuid.push(ev.uuid.as_str());
+            rows.routed_hook.push(hook_id);
+        }
+        rows.uuids.push(ev.uuid.as_str());
+        rows.published.push(ev.published.millis());
+        rows.types.push(ev.event_type.as_str());
+    }
+    Ok(rows)
+}
+
 /// PostgreSQL's event insert: the events, their outbox rows and the wake-up for other nodes in
 /// one statement, so a write costs the same round trips however many events it carries.
 impl PgBackend {
@@ -1392,22 +1429,7 @@ impl PgBackend {
                 rows.iter().map(|r| decode(&r.try_get::<String, _>(0)?)).collect::<Result<Vec<_>, StoreError>>()?;
             router.refresh(rev, hooks);
         }
-        let mut uuids = Vec::with_capacity(events.len());
-        let mut published = Vec::with_capacity(events.len());
-        let mut types = Vec::with_capacity(events.len());
-        let mut data = Vec::with_capacity(events.len());
-        let (mut routed_uuid, mut routed_hook) = (Vec::new(), Vec::new());
-        for ev in events {
-            let targets = router.map(|r| r.route(ev)).unwrap_or_default();
-            data.push(routed_json(ev, &targets)?);
-            for hook_id in targets {
-                routed_uuid.push(ev.uuid.as_str());
-                routed_hook.push(hook_id);
-            }
-            uuids.push(ev.uuid.as_str());
-            published.push(ev.published.millis());
-            types.push(ev.event_type.as_str());
-        }
+        let ev = event_rows(router.map(|r| r.as_ref()), events)?;
         // Rows go in in array order, so `seq` follows the events' order.
         macro_rules! events_sql {
             () => {
@@ -1433,12 +1455,12 @@ impl PgBackend {
             concat!("WITH ", events_sql!())
         };
         let q = sqlx::query(sql)
-            .bind(&uuids)
-            .bind(&published)
-            .bind(&types)
-            .bind(&data)
-            .bind(&routed_uuid)
-            .bind(&routed_hook)
+            .bind(&ev.uuids)
+            .bind(&ev.published)
+            .bind(&ev.types)
+            .bind(&ev.data)
+            .bind(&ev.routed_uuid)
+            .bind(&ev.routed_hook)
             .bind(hooks.tag.0.as_str());
         let q = match users {
             Some(u) => {

@@ -396,12 +396,15 @@ impl Store {
         dispatch!(self.get_user(id_or_login))
     }
 
-    /// Reads the user under a write lock, lets `f` compute the change, writes it with its
-    /// events. `f` returning `None` means nothing to write.
+    /// Lets `f` compute the change of the user's current row and writes it with its events,
+    /// atomically: no other write of the row comes between the row `f` saw and the change.
+    /// `f` returning `None` means nothing to write. `f` may be called more than once (on
+    /// PostgreSQL a change computed on a row another node has changed meanwhile is computed
+    /// again on the new row); only the last call's result counts.
     pub async fn update_user<E, F>(&self, id: &str, f: F) -> Result<User, E>
     where
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(User) -> Result<Option<Change<User>>, E> + Send + 'static,
+        F: FnMut(User) -> Result<Option<Change<User>>, E> + Send + 'static,
     {
         dispatch!(self.update_user(id, f))
     }

@@ -1,12 +1,17 @@
 //! PostgreSQL: profile and lifecycle changes of users, batched. A task per node takes the
-//! changes queued at the moment and writes them in one transaction: one locking read for all
-//! their rows, each change computed in queue order (two changes of one user see each other),
-//! one statement for every changed row with all their events and outbox rows, one commit. A
-//! round trip to PostgreSQL costs about as much as the work of a row, so this is what lets
-//! one node keep up with many concurrent writers.
+//! changes queued at the moment and writes them together: each change computed in queue order
+//! (two changes of one user see each other), one statement for every changed row with all their
+//! events and outbox rows. A round trip to PostgreSQL costs about as much as the work of a row,
+//! so this is what lets one node keep up with many concurrent writers.
 //!
-//! A change that renames the login is written on its own inside a savepoint, so a login taken
-//! by another user fails only that change.
+//! A batch is first written optimistically: each change is computed on the row as this node
+//! last read or wrote it, and the statement writes a row only if it still holds that text (and
+//! the hooks are still those the events were routed by). A known user's change is then one
+//! statement and no lock at all; a row another node changed meanwhile comes back with the
+//! failed statement, and its changes are computed again on it. What still fails after a few
+//! tries, and any batch that renames a login, goes the locked way: one transaction with a
+//! locking read of all its rows. There a login rename is written on its own inside a savepoint,
+//! so a login taken by another user fails only that change.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -30,11 +35,42 @@ struct Ran {
     answer: Answer,
 }
 
-/// A queued change: the user's id and the computation, given the locked row (`Ok(None)`: no
-/// such user; `Err`: the batch failed before it could run, answer with that).
+/// A queued change: the user's id and the computation, given the row it applies to
+/// (`Ok(None)`: no such user; `Err`: the batch failed before it could run, answer with that).
+/// It may run more than once: a change computed on a row that turns out to be stale is
+/// computed again on the current one, and only the last run's answer is given.
 struct Job {
     id: String,
-    run: Box<dyn FnOnce(Result<Option<User>, StoreError>) -> Ran + Send>,
+    run: Box<dyn FnMut(Result<Option<User>, StoreError>) -> Ran + Send>,
+}
+
+/// Most rows [`Known`] holds; when full it starts over.
+const KNOWN_MAX: usize = 4096;
+
+/// The `users.data` text of rows this node last read or wrote, by user id. Only ever a guess:
+/// a write based on it checks that the row still holds exactly that text.
+#[derive(Default)]
+struct Known(Mutex<HashMap<String, String>>);
+
+impl Known {
+    fn get(&self, id: &str) -> Option<String> {
+        self.0.lock().ok()?.get(id).cloned()
+    }
+
+    fn put(&self, id: &str, data: String) {
+        if let Ok(mut m) = self.0.lock() {
+            if m.len() >= KNOWN_MAX && !m.contains_key(id) {
+                m.clear();
+            }
+            m.insert(id.to_owned(), data);
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(id);
+        }
+    }
 }
 
 /// The queue of a node's user changes.
@@ -62,12 +98,14 @@ impl UserBatcher {
         }
     }
 
-    async fn update<E, F>(&self, id: &str, f: F) -> Result<User, E>
+    async fn update<E, F>(&self, id: &str, mut f: F) -> Result<User, E>
     where
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(User) -> Result<Option<Change<User>>, E> + Send + 'static,
+        F: FnMut(User) -> Result<Option<Change<User>>, E> + Send + 'static,
     {
         let (reply, answer) = tokio::sync::oneshot::channel::<Result<User, E>>();
+        // Every run's answer holds this; the one given takes the sender.
+        let reply = Arc::new(Mutex::new(Some(reply)));
         let run = Box::new(move |current: Result<Option<User>, StoreError>| -> Ran {
             let outcome = match current {
                 Err(e) => Err(E::from(e)),
@@ -79,19 +117,17 @@ impl UserBatcher {
                     Err(_) => Err(E::from(StoreError::Database("a write failed unexpectedly".into()))),
                 },
             };
+            let reply = reply.clone();
+            let send = move |r: Result<User, E>| {
+                if let Some(tx) = reply.lock().ok().and_then(|mut slot| slot.take()) {
+                    let _ = tx.send(r);
+                }
+            };
             match outcome {
-                Ok((user, change)) => Ran {
-                    change,
-                    answer: Box::new(move |done| {
-                        let _ = reply.send(done.map(|()| user).map_err(E::from));
-                    }),
-                },
-                Err(e) => Ran {
-                    change: None,
-                    answer: Box::new(move |_| {
-                        let _ = reply.send(Err(e));
-                    }),
-                },
+                Ok((user, change)) => {
+                    Ran { change, answer: Box::new(move |done| send(done.map(|()| user).map_err(E::from))) }
+                }
+                Err(e) => Ran { change: None, answer: Box::new(move |_| send(Err(e))) },
             }
         });
         let job = Job { id: id.to_owned(), run };
@@ -111,6 +147,7 @@ impl UserBatcher {
 const PIPELINE: usize = 2;
 
 async fn run(pool: PgPool, hooks: Arc<HookRuntime>, mut queue: tokio::sync::mpsc::UnboundedReceiver<Job>) {
+    let known = Arc::new(Known::default());
     // Jobs taken from the queue and not yet in a batch, in queue order.
     let mut held: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
     // Users with a change in a batch in flight: their later changes wait for that batch, so
@@ -127,9 +164,9 @@ async fn run(pool: PgPool, hooks: Arc<HookRuntime>, mut queue: tokio::sync::mpsc
             }
             let ids: Vec<String> = batch.iter().map(|j| j.id.clone()).collect();
             busy.extend(ids.iter().cloned());
-            let (pool, hooks) = (pool.clone(), hooks.clone());
+            let (pool, hooks, known) = (pool.clone(), hooks.clone(), known.clone());
             in_flight.spawn(async move {
-                write_and_answer(&pool, &hooks, batch).await;
+                write_and_answer(&pool, &hooks, &known, batch).await;
                 ids
             });
         }
@@ -181,25 +218,379 @@ fn take_runnable(held: &mut std::collections::VecDeque<Job>, busy: &std::collect
     batch
 }
 
-async fn write_and_answer(pool: &PgPool, hooks: &HookRuntime, batch: Vec<Job>) {
-    let mut answers: Vec<(Answer, Option<StoreError>)> = Vec::with_capacity(batch.len());
-    match write_batch(pool, hooks, batch, &mut answers).await {
-        Ok(routed) => {
-            for (answer, own) in answers {
-                answer(own.map_or(Ok(()), Err));
-            }
-            if routed {
-                hooks.wake.notify_one();
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "A batch of user changes failed; none of it was written.");
+async fn write_and_answer(pool: &PgPool, hooks: &HookRuntime, known: &Known, batch: Vec<Job>) {
+    let (rest, mut routed) = match write_optimistic(pool, hooks, known, batch).await {
+        Ok(done) => done,
+        Err((e, rest)) => {
+            tracing::warn!(error = %e, "A batch of user changes failed; its unwritten changes were not written.");
             let why = e.to_string();
-            for (answer, own) in answers {
-                answer(Err(own.unwrap_or_else(|| StoreError::Database(why.clone()))));
+            for mut job in rest {
+                ((job.run)(Err(StoreError::Database(why.clone()))).answer)(Err(StoreError::Database(why.clone())));
+            }
+            return;
+        }
+    };
+    if !rest.is_empty() {
+        for job in &rest {
+            known.forget(&job.id);
+        }
+        let mut answers: Vec<(Answer, Option<StoreError>)> = Vec::with_capacity(rest.len());
+        match write_batch(pool, hooks, known, rest, &mut answers).await {
+            Ok(r) => {
+                routed |= r;
+                for (answer, own) in answers {
+                    answer(own.map_or(Ok(()), Err));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "A batch of user changes failed; none of it was written.");
+                let why = e.to_string();
+                for (answer, own) in answers {
+                    answer(Err(own.unwrap_or_else(|| StoreError::Database(why.clone()))));
+                }
             }
         }
     }
+    if routed {
+        hooks.wake.notify_one();
+    }
+}
+
+/// Optimistic statements per batch before the rest goes the locked way. A row another node
+/// changed comes back with the statement that missed it, so the next try is usually the last.
+const OPTIMISTIC_TRIES: usize = 3;
+
+/// Writes `users` rows only where they still hold the text the changes were computed on
+/// (`expected`), or, with no new `data`, only checks that; writes the events of the users
+/// written, with their outbox rows, and wakes other nodes. Nothing is written when the hooks
+/// revision is not `$16` (the events were routed by other hooks; -1: no routing). Returns the
+/// revision, the ids written, the ids checked, and the rows of the other users as they are.
+const WRITE_KNOWN_SQL: &str = "\
+WITH v AS (
+    SELECT * FROM unnest($8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::text[], $14::text[], $15::text[])
+        AS v (id, login_lower, status, last_updated, data, email_key, name_key, expected)
+),
+r AS (SELECT coalesce((SELECT value FROM settings WHERE key = 'event_hooks_rev'), '0')::bigint AS rev),
+go AS (SELECT $16::bigint < 0 OR (SELECT rev FROM r) = $16::bigint AS ok),
+u AS (
+    UPDATE users SET login_lower = v.login_lower, status = v.status, last_updated = v.last_updated,
+        data = v.data, email_key = v.email_key, name_key = v.name_key
+    FROM v WHERE users.id = v.id AND v.data IS NOT NULL AND users.data = v.expected AND (SELECT ok FROM go)
+    RETURNING users.id
+),
+k AS (
+    SELECT users.id FROM users JOIN v ON users.id = v.id
+    WHERE v.data IS NULL AND users.data = v.expected AND (SELECT ok FROM go)
+),
+e AS (
+    INSERT INTO log_events (uuid, published, event_type, data)
+    SELECT t.uuid, t.published, t.event_type, t.data
+    FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $17::text[]) WITH ORDINALITY
+        AS t (uuid, published, event_type, data, owner, ord)
+    WHERE t.owner IN (SELECT id FROM u) ORDER BY t.ord
+    RETURNING seq, uuid, published
+),
+o AS (
+    INSERT INTO outbox (hook_id, event_seq, created)
+    SELECT t.hook_id, e.seq, e.published FROM e JOIN unnest($5::text[], $6::text[]) AS t (uuid, hook_id) ON t.uuid = e.uuid
+    RETURNING 1
+),
+n AS (SELECT count(*) AS n FROM o),
+s AS (
+    SELECT users.id, users.data FROM users JOIN v ON users.id = v.id
+    WHERE users.id NOT IN (SELECT id FROM u) AND users.id NOT IN (SELECT id FROM k)
+)
+SELECT (SELECT rev FROM r), ARRAY(SELECT id FROM u), ARRAY(SELECT id FROM k),
+    ARRAY(SELECT id FROM s), ARRAY(SELECT data FROM s),
+    n.n, CASE WHEN n.n > 0 THEN (SELECT count(*) FROM pg_notify('haken_outbox', $7)) END
+FROM n";
+
+/// The optimistic way (see the module's notes). Answers every job it writes (or that needs no
+/// write) and returns the others, for the locked way, with whether anything was routed. `Err`:
+/// a statement failed; the jobs returned with it were not written.
+async fn write_optimistic(
+    pool: &PgPool,
+    hooks: &HookRuntime,
+    known: &Known,
+    mut jobs: Vec<Job>,
+) -> Result<(Vec<Job>, bool), (StoreError, Vec<Job>)> {
+    // Each user's row as the changes start from: `None` when there is no such user.
+    let mut base: HashMap<String, Option<String>> = HashMap::new();
+    let mut unknown: Vec<&str> = Vec::new();
+    for job in &jobs {
+        if base.contains_key(&job.id) {
+            continue;
+        }
+        match known.get(&job.id) {
+            Some(data) => {
+                base.insert(job.id.clone(), Some(data));
+            }
+            None => {
+                base.insert(job.id.clone(), None);
+                unknown.push(job.id.as_str());
+            }
+        }
+    }
+    if !unknown.is_empty() {
+        let read = sqlx::query("SELECT id, data FROM users WHERE id = ANY($1)").bind(&unknown).fetch_all(pool).await;
+        let rows = match read {
+            Ok(rows) => rows,
+            Err(e) => return Err((e.into(), jobs)),
+        };
+        for r in &rows {
+            let (id, data) = match (r.try_get::<String, _>(0), r.try_get::<String, _>(1)) {
+                (Ok(id), Ok(data)) => (id, data),
+                (Err(e), _) | (_, Err(e)) => return Err((e.into(), jobs)),
+            };
+            base.insert(id, Some(data));
+        }
+    }
+    let mut routed = false;
+    for _ in 0..OPTIMISTIC_TRIES {
+        if jobs.is_empty() {
+            break;
+        }
+        match try_known(pool, hooks, known, &mut base, jobs).await {
+            Ok(Try::Done { rest, routed: r }) => {
+                routed |= r;
+                jobs = rest;
+            }
+            Ok(Try::Locked(rest)) => return Ok((rest, routed)),
+            Err(failed) => return Err(failed),
+        }
+    }
+    Ok((jobs, routed))
+}
+
+enum Try {
+    /// The statement ran: the jobs it did not write (their rows changed meanwhile).
+    Done { rest: Vec<Job>, routed: bool },
+    /// The batch needs the locked way (it renames a login): nothing was written.
+    Locked(Vec<Job>),
+}
+
+/// One optimistic statement for `jobs`, computed on `base` (which it updates to the rows the
+/// missed users hold now).
+async fn try_known(
+    pool: &PgPool,
+    hooks: &HookRuntime,
+    known: &Known,
+    base: &mut HashMap<String, Option<String>>,
+    mut jobs: Vec<Job>,
+) -> Result<Try, (StoreError, Vec<Job>)> {
+    // The users' rows as the batch leaves them, in first-touched order.
+    let mut order: Vec<String> = Vec::new();
+    let mut current: HashMap<String, User> = HashMap::new();
+    let mut changed: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut events = Vec::new();
+    let mut owners: Vec<String> = Vec::new();
+    let mut ran: Vec<Answer> = Vec::with_capacity(jobs.len());
+    for job in &mut jobs {
+        let row = match current.get(&job.id) {
+            Some(u) => Some(u.clone()),
+            None => match base.get(&job.id) {
+                Some(Some(text)) => match decode::<User>(text) {
+                    Ok(u) => {
+                        order.push(job.id.clone());
+                        current.insert(job.id.clone(), u.clone());
+                        Some(u)
+                    }
+                    Err(e) => return Err((e, jobs)),
+                },
+                _ => None,
+            },
+        };
+        let renamed_from = row.as_ref().map(|b| b.login().to_lowercase());
+        let r = (job.run)(Ok(row));
+        match r.change {
+            Some(change) => {
+                if renamed_from.is_some_and(|from| from != change.value.login().to_lowercase()) {
+                    return Ok(Try::Locked(jobs));
+                }
+                changed.insert(change.value.id.clone());
+                owners.extend(std::iter::repeat_n(change.value.id.clone(), change.events.len()));
+                events.extend(change.events);
+                current.insert(change.value.id.clone(), change.value);
+                ran.push(r.answer);
+            }
+            None => ran.push(r.answer),
+        }
+    }
+    // No user to write or check (every job was for a user that does not exist): done.
+    if order.is_empty() {
+        for answer in ran {
+            answer(Ok(()));
+        }
+        return Ok(Try::Done { rest: Vec::new(), routed: false });
+    }
+    // In id order, like the locked way's locks, so that statements of two nodes meet in one
+    // order where the plan follows it.
+    order.sort_unstable();
+    let mut rows = KnownRows::default();
+    let mut written: HashMap<String, String> = HashMap::new();
+    for id in &order {
+        let Some(Some(text)) = base.get(id) else { continue };
+        let cols = match current.get(id).filter(|_| changed.contains(id)).map(UserColumns::of).transpose() {
+            Ok(c) => c,
+            Err(e) => return Err((e, jobs)),
+        };
+        if let Some(c) = &cols {
+            written.insert(id.clone(), c.data.clone());
+        }
+        rows.push(id, text, cols);
+    }
+    let mut refreshed = false;
+    // A router that was never built (a node's first write) is built before it routes.
+    if hooks.router.get().is_some_and(|r| r.revision() < 0) {
+        if let Err(e) = refresh_router(pool, hooks).await {
+            return Err((e, jobs));
+        }
+        refreshed = true;
+    }
+    let out = loop {
+        let router = hooks.router.get();
+        let rev = router.map_or(-1, |r| r.revision());
+        let ev = match crate::backend::event_rows(router.map(|r| r.as_ref()), &events) {
+            Ok(ev) => ev,
+            Err(e) => return Err((e, jobs)),
+        };
+        let q = sqlx::query(WRITE_KNOWN_SQL)
+            .bind(&ev.uuids)
+            .bind(&ev.published)
+            .bind(&ev.types)
+            .bind(&ev.data)
+            .bind(&ev.routed_uuid)
+            .bind(&ev.routed_hook)
+            .bind(hooks.tag.0.as_str())
+            .bind(&rows.ids)
+            .bind(&rows.logins)
+            .bind(&rows.statuses)
+            .bind(&rows.updated)
+            .bind(&rows.data)
+            .bind(&rows.emails)
+            .bind(&rows.names)
+            .bind(&rows.expected)
+            .bind(rev)
+            .bind(&owners);
+        let row = match q.fetch_one(pool).await {
+            Ok(row) => row,
+            // Another node's statement took the same rows in the other order; PostgreSQL
+            // rolled this one back. The locked way takes rows in id order.
+            Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("40P01") => return Ok(Try::Locked(jobs)),
+            Err(e) => return Err((e.into(), jobs)),
+        };
+        let now_rev: i64 = row.try_get(0).unwrap_or(-1);
+        if rev >= 0 && now_rev != rev {
+            // Hooks changed since the router was built: route again by the current ones.
+            if refreshed {
+                return Ok(Try::Locked(jobs));
+            }
+            if let Err(e) = refresh_router(pool, hooks).await {
+                return Err((e, jobs));
+            }
+            refreshed = true;
+            continue;
+        }
+        break row;
+    };
+    let decoded = (|| -> Result<_, sqlx::Error> {
+        Ok((
+            out.try_get::<Vec<String>, _>(1)?,
+            out.try_get::<Vec<String>, _>(2)?,
+            out.try_get::<Vec<String>, _>(3)?,
+            out.try_get::<Vec<String>, _>(4)?,
+            out.try_get::<i64, _>(5)?,
+        ))
+    })();
+    let (done, checked, missed_ids, missed_data, queued) = match decoded {
+        Ok(d) => d,
+        Err(e) => return Err((e.into(), jobs)),
+    };
+    let ok: std::collections::HashSet<&str> = done.iter().chain(checked.iter()).map(String::as_str).collect();
+    for id in &done {
+        if let Some(text) = written.remove(id) {
+            known.put(id, text);
+        }
+    }
+    for id in &checked {
+        if let Some(Some(text)) = base.get(id) {
+            known.put(id, text.clone());
+        }
+    }
+    // The others: as they are now (or gone), for the next try.
+    for id in &order {
+        if !ok.contains(id.as_str()) {
+            known.forget(id);
+            base.insert(id.clone(), None);
+        }
+    }
+    for (id, data) in missed_ids.into_iter().zip(missed_data) {
+        base.insert(id, Some(data));
+    }
+    let mut rest = Vec::new();
+    for (job, answer) in jobs.into_iter().zip(ran) {
+        if ok.contains(job.id.as_str()) || !order.contains(&job.id) {
+            answer(Ok(()));
+        } else {
+            rest.push(job);
+        }
+    }
+    Ok(Try::Done { rest, routed: queued > 0 })
+}
+
+/// The rows of an optimistic statement: per user the text its change was computed on and,
+/// when it changes, the new columns (`data` NULL: only checked).
+#[derive(Default)]
+struct KnownRows {
+    ids: Vec<String>,
+    logins: Vec<String>,
+    statuses: Vec<&'static str>,
+    updated: Vec<i64>,
+    data: Vec<Option<String>>,
+    emails: Vec<Option<String>>,
+    names: Vec<Option<String>>,
+    expected: Vec<String>,
+}
+
+impl KnownRows {
+    fn push(&mut self, id: &str, expected: &str, cols: Option<UserColumns>) {
+        self.ids.push(id.to_owned());
+        self.expected.push(expected.to_owned());
+        match cols {
+            Some(c) => {
+                self.logins.push(c.login_lower);
+                self.statuses.push(c.status);
+                self.updated.push(c.last_updated);
+                self.data.push(Some(c.data));
+                self.emails.push(c.email_key);
+                self.names.push(c.name_key);
+            }
+            None => {
+                self.logins.push(String::new());
+                self.statuses.push("");
+                self.updated.push(0);
+                self.data.push(None);
+                self.emails.push(None);
+                self.names.push(None);
+            }
+        }
+    }
+}
+
+/// Rebuilds the router from the hooks as stored, with the revision read in the same statement.
+async fn refresh_router(pool: &PgPool, hooks: &HookRuntime) -> Result<(), StoreError> {
+    let Some(router) = hooks.router.get() else { return Ok(()) };
+    let row = sqlx::query(
+        "SELECT coalesce((SELECT value FROM settings WHERE key = 'event_hooks_rev'), '0')::bigint, \
+         ARRAY(SELECT data FROM event_hooks WHERE receives = 1)",
+    )
+    .fetch_one(pool)
+    .await?;
+    let rev: i64 = row.try_get(0)?;
+    let texts: Vec<String> = row.try_get(1)?;
+    let hooks = texts.iter().map(|t| decode(t)).collect::<Result<Vec<_>, StoreError>>()?;
+    router.refresh(rev, hooks);
+    Ok(())
 }
 
 /// Writes one batch. Pushes one answer per job (with the job's own error, if it has one)
@@ -207,14 +598,15 @@ async fn write_and_answer(pool: &PgPool, hooks: &HookRuntime, batch: Vec<Job>) {
 async fn write_batch(
     pool: &PgPool,
     hooks: &HookRuntime,
+    known: &Known,
     batch: Vec<Job>,
     answers: &mut Vec<(Answer, Option<StoreError>)>,
 ) -> Result<bool, StoreError> {
     let mut jobs = batch.into_iter();
-    let result = write_jobs(pool, hooks, &mut jobs, answers).await;
+    let result = write_jobs(pool, hooks, known, &mut jobs, answers).await;
     if let Err(e) = &result {
         // Jobs the failure came before: they never ran.
-        for job in jobs {
+        for mut job in jobs {
             let ran = (job.run)(Err(StoreError::Database(e.to_string())));
             answers.push((ran.answer, None));
         }
@@ -225,6 +617,7 @@ async fn write_batch(
 async fn write_jobs(
     pool: &PgPool,
     hooks: &HookRuntime,
+    known: &Known,
     jobs: &mut std::vec::IntoIter<Job>,
     answers: &mut Vec<(Answer, Option<StoreError>)>,
 ) -> Result<bool, StoreError> {
@@ -248,7 +641,7 @@ async fn write_jobs(
     }
     let mut changed: Vec<String> = Vec::new();
     let mut events = Vec::new();
-    for job in jobs.by_ref() {
+    for mut job in jobs.by_ref() {
         let before = current.get(&job.id).cloned();
         let renamed_from = before.as_ref().map(|b| b.login().to_lowercase());
         let ran = (job.run)(Ok(before));
@@ -280,13 +673,19 @@ async fn write_jobs(
     }
     // The changed rows go in with the events, in one statement.
     let mut rows = UserRows::default();
+    let mut texts = Vec::with_capacity(changed.len());
     for id in &changed {
         let u = current.get(id).ok_or_else(|| StoreError::Corrupt(format!("user {id} left the batch")))?;
-        rows.push(UserColumns::of(u)?);
+        let cols = UserColumns::of(u)?;
+        texts.push(cols.data.clone());
+        rows.push(cols);
     }
     let users = (!changed.is_empty()).then_some(rows);
     let routed = PgBackend::insert_events_at(hooks, &mut tx, &events, Some(rev), users).await?;
     tx.commit().await?;
+    for (id, text) in changed.iter().zip(texts) {
+        known.put(id, text);
+    }
     Ok(routed)
 }
 
@@ -316,7 +715,7 @@ impl PgBackend {
     pub(crate) async fn update_user<E, F>(&self, id: &str, f: F) -> Result<User, E>
     where
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(User) -> Result<Option<Change<User>>, E> + Send + 'static,
+        F: FnMut(User) -> Result<Option<Change<User>>, E> + Send + 'static,
     {
         self.users.update(id, f).await
     }

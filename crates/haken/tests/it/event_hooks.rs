@@ -597,3 +597,28 @@ async fn a_backlog_goes_out_in_fifties_in_order(b: Backend) {
     }
     s.stop().await;
 }
+
+/// A node that starts after the hooks were made routes its very first change by them: its
+/// router is built before the write, not left empty for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_nodes_first_change_reaches_the_hooks() {
+    if !crate::harness::postgres_available().await {
+        return;
+    }
+    let rx = Receiver::start().await;
+    let a = TestServer::start(Backend::Postgres).await;
+    let url = a.database_url().expect("postgres");
+    ready_hook(&a, hook_body("first", &rx.url, &["user.account.update_profile"])).await;
+    let user = make_user(&a, "first@example.org").await;
+    let b = TestServer::start_with(Backend::Sqlite, |cfg| {
+        cfg.database_url = Some(haken_server::config::Secret::new(url.clone()));
+    })
+    .await;
+    b.post(&format!("/api/v1/users/{user}"), json!({ "profile": { "nickName": "from b" } })).await.ok();
+    let sent = b.events_of("user.account.update_profile").await;
+    assert_eq!(sent.len(), 1);
+    let uuid = sent[0]["uuid"].as_str().unwrap_or_default().to_owned();
+    rx.wait_posts(15, |posts| posts.iter().any(|p| p.uuids().contains(&uuid))).await;
+    b.stop().await;
+    a.stop().await;
+}

@@ -481,3 +481,70 @@ async fn custom_schema_attributes(b: Backend) {
     .expect_error(400, "E0000001");
     s.stop().await;
 }
+
+/// Two nodes on one PostgreSQL change the same users. A node computes a change on the row as it
+/// last wrote or read it and writes only if the row is still that one; a row the other node
+/// changed meanwhile must be read again and the change computed on it. Written back stale, a
+/// change would drop the other node's attributes (or bring back a deleted user).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_change_the_same_users_and_lose_nothing() {
+    if !crate::harness::postgres_available().await {
+        return;
+    }
+    let a = TestServer::start(Backend::Postgres).await;
+    let url = a.database_url().expect("postgres");
+    let b = TestServer::start_with(Backend::Sqlite, |cfg| {
+        cfg.database_url = Some(haken_server::config::Secret::new(url.clone()));
+    })
+    .await;
+    let ada = a.create_user("ada@example.org", "Ada", "Lovelace").await;
+    let id = ada["id"].as_str().unwrap_or_default().to_owned();
+    let path = format!("/api/v1/users/{id}");
+
+    // In turn: each node's last view of the row is stale by the other's change.
+    let turns = ["nickName", "title", "displayName", "department", "city", "organization"];
+    for (i, attr) in turns.iter().enumerate() {
+        let node = if i % 2 == 0 { &a } else { &b };
+        node.post(&path, json!({ "profile": { *attr: format!("t{i}") } })).await.ok();
+    }
+    for node in [&a, &b] {
+        let got = node.get(&path).await;
+        for (i, attr) in turns.iter().enumerate() {
+            assert_eq!(got.ok()["profile"][*attr], format!("t{i}"), "{attr} survives the other node's changes");
+        }
+    }
+
+    // At once, from both nodes, on two users.
+    let grace = b.create_user("grace@example.org", "Grace", "Hopper").await;
+    let ids = [id.clone(), grace["id"].as_str().unwrap_or_default().to_owned()];
+    let burst =
+        ["division", "costCenter", "employeeNumber", "state", "zipCode", "countryCode", "streetAddress", "locale"];
+    let paths: Vec<String> = ids.iter().map(|uid| format!("/api/v1/users/{uid}")).collect();
+    let mut calls = Vec::new();
+    for (i, attr) in burst.iter().enumerate() {
+        for (j, p) in paths.iter().enumerate() {
+            let node = if (i + j) % 2 == 0 { &a } else { &b };
+            calls.push(node.post(p, json!({ "profile": { *attr: format!("b{i}") } })));
+        }
+    }
+    for answer in futures_util::future::join_all(calls).await {
+        answer.ok();
+    }
+    for uid in &ids {
+        let got = a.get(&format!("/api/v1/users/{uid}")).await;
+        for (i, attr) in burst.iter().enumerate() {
+            assert_eq!(got.ok()["profile"][*attr], format!("b{i}"), "{attr} of {uid} survives the burst");
+        }
+    }
+    let changes = a.events_of("user.account.update_profile").await;
+    assert_eq!(changes.len(), turns.len() + burst.len() * ids.len(), "one event per change, none twice");
+
+    // A user the other node deleted stays deleted: a change of it is a 404, not a resurrection.
+    a.post(&path, json!({ "profile": { "title": "known to a" } })).await.ok();
+    b.delete(&path).await;
+    b.delete(&path).await;
+    a.post(&path, json!({ "profile": { "title": "too late" } })).await.expect_error(404, "E0000007");
+    b.get(&path).await.expect_error(404, "E0000007");
+    b.stop().await;
+    a.stop().await;
+}
