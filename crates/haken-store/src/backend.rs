@@ -44,6 +44,9 @@ pub struct PgBackend {
     /// Connections reserved for the delivery engine, so API load cannot starve it.
     pub(crate) work: PgPool,
     pub(crate) hooks: Arc<HookRuntime>,
+    /// The receiving hooks as the dispatcher last read them, with their revision: a round
+    /// reads them again only when the revision moved (see `pg_dispatch.rs`).
+    pub(crate) dispatch_hooks: Arc<std::sync::Mutex<(i64, Arc<Vec<EventHook>>)>>,
 }
 
 impl SqliteBackend {
@@ -137,7 +140,8 @@ impl PgBackend {
         let work = pg_pool_options(4, opts).connect(&opts.url).await?;
         let hooks = Arc::<HookRuntime>::default();
         let users = Arc::new(UserBatcher::start(pool.clone(), hooks.clone()));
-        Ok(PgBackend { users, write: pool.clone(), read: pool, work, hooks })
+        let dispatch_hooks = Arc::new(std::sync::Mutex::new((i64::MIN, Arc::default())));
+        Ok(PgBackend { users, write: pool.clone(), read: pool, work, hooks, dispatch_hooks })
     }
 
     async fn begin(&self) -> Result<WriteTx<sqlx::Postgres>, StoreError> {

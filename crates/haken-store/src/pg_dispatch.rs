@@ -8,6 +8,8 @@
 //! pending delivery whoever leases it, and a lease is taken row by row with `SKIP LOCKED`, so
 //! nodes working at the same moment never take the same rows.
 
+use std::sync::Arc;
+
 use haken_core::hook::EventHook;
 use serde_json::value::RawValue;
 use sqlx::Row;
@@ -25,6 +27,8 @@ const FORM_PER_HOOK: i64 = 10;
 /// Groups each hook's oldest unbatched rows into deliveries of `$1` events: the first group of
 /// every hook gets an id before any hook's second, so a deep backlog shares the round fairly.
 /// Rows of a hook that is gone (deleted while a writer routed to it) are left to retention.
+/// Also returns the hooks revision and, when it is not `$5` (the one this node holds), the
+/// receiving hooks.
 const FORM_SQL: &str = "\
 WITH s AS (
     SELECT x.seq, h.id AS hook_id FROM event_hooks h
@@ -47,10 +51,14 @@ u AS (
     UPDATE outbox o SET delivery_id = f.id FROM c JOIN f ON f.hook_id = c.hook_id AND f.chunk = c.chunk
     WHERE o.seq = c.seq RETURNING 1
 )
-SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM u)";
+SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM u), v.rev,
+    CASE WHEN v.rev <> $5 THEN ARRAY(SELECT data FROM event_hooks WHERE receives = 1 ORDER BY seq) END
+FROM (SELECT coalesce((SELECT value FROM settings WHERE key = 'event_hooks_rev'), '0')::bigint AS rev) AS v";
 
 /// Leases, per hook (`$1`) up to its room (`$2`) until its lease end (`$3`), the deliveries due
-/// at `$4`, oldest first, for node `$5`; returns each with its stored events in order.
+/// at `$4`, oldest first, for node `$5`; returns each with its stored events in order. Each
+/// event is looked up by its key, so the plan never depends on the size of the System Log
+/// (a join could hash all of it).
 const LEASE_SQL: &str = "\
 WITH r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS r (hook_id, room, until)),
 p AS (
@@ -64,8 +72,8 @@ p AS (
 )
 UPDATE deliveries SET lease_owner = $5, lease_until = p.until FROM p WHERE deliveries.id = p.id
 RETURNING deliveries.*,
-    (SELECT array_agg(l.data ORDER BY o.seq) FROM outbox o JOIN log_events l ON l.seq = o.event_seq
-     WHERE o.delivery_id = deliveries.id) AS stored_events";
+    ARRAY(SELECT (SELECT l.data FROM log_events l WHERE l.seq = o.event_seq) FROM outbox o
+          WHERE o.delivery_id = deliveries.id ORDER BY o.seq) AS stored_events";
 
 impl PgBackend {
     /// One dispatcher round: form deliveries from newly routed events, then lease, per hook
@@ -79,20 +87,30 @@ impl PgBackend {
         room: &(dyn Fn(&EventHook) -> u32 + Send + Sync),
     ) -> Result<DispatchRound, StoreError> {
         let ids: Vec<String> = (0..FORM_IDS).map(|_| haken_core::log_event::new_uuid()).collect();
-        sqlx::query(FORM_SQL)
+        let held = self.dispatch_hooks.lock().map(|h| h.0).unwrap_or(i64::MIN);
+        let formed = sqlx::query(FORM_SQL)
             .bind(max_events)
             .bind(now)
             .bind(&ids)
             .bind(max_events.saturating_mul(FORM_PER_HOOK))
-            .execute(&self.work)
+            .bind(held)
+            .fetch_one(&self.work)
             .await?;
-
-        let hooks = sqlx::query("SELECT data FROM event_hooks WHERE receives = 1").fetch_all(&self.work).await?;
-        let mut open: Vec<EventHook> = Vec::with_capacity(hooks.len());
+        let rev: i64 = formed.try_get(2)?;
+        let hooks = match formed.try_get::<Option<Vec<String>>, _>(3)? {
+            Some(texts) => {
+                let hooks = Arc::new(texts.iter().map(|t| decode(t)).collect::<Result<Vec<EventHook>, _>>()?);
+                if let Ok(mut h) = self.dispatch_hooks.lock() {
+                    *h = (rev, hooks.clone());
+                }
+                hooks
+            }
+            None => self.dispatch_hooks.lock().map(|h| h.1.clone()).unwrap_or_default(),
+        };
+        let mut open: Vec<&EventHook> = Vec::with_capacity(hooks.len());
         let (mut hook_ids, mut rooms, mut untils) = (Vec::new(), Vec::new(), Vec::new());
-        for r in &hooks {
-            let hook: EventHook = decode(&r.try_get::<String, _>(0)?)?;
-            let limit = room(&hook);
+        for hook in hooks.iter() {
+            let limit = room(hook);
             if limit == 0 {
                 continue;
             }
@@ -141,7 +159,7 @@ impl PgBackend {
                     continue;
                 }
                 claimed.sort_by_key(|c| (c.delivery.next_attempt_at, c.delivery.created));
-                out.claimed.push((hook, claimed));
+                out.claimed.push((hook.clone(), claimed));
             }
         }
         if out.claimed.is_empty() {
