@@ -219,15 +219,16 @@ fn take_runnable(held: &mut std::collections::VecDeque<Job>, busy: &std::collect
 }
 
 async fn write_and_answer(pool: &PgPool, hooks: &HookRuntime, known: &Known, batch: Vec<Job>) {
-    let (rest, mut routed) = match write_optimistic(pool, hooks, known, batch).await {
-        Ok(done) => done,
+    let mut routed = false;
+    let rest = match write_optimistic(pool, hooks, known, batch, &mut routed).await {
+        Ok(rest) => rest,
         Err((e, rest)) => {
-            tracing::warn!(error = %e, "A batch of user changes failed; its unwritten changes were not written.");
+            tracing::warn!(error = %e, "A statement of user changes failed; the changes it carried were not written.");
             let why = e.to_string();
             for mut job in rest {
                 ((job.run)(Err(StoreError::Database(why.clone()))).answer)(Err(StoreError::Database(why.clone())));
             }
-            return;
+            Vec::new()
         }
     };
     if !rest.is_empty() {
@@ -306,14 +307,15 @@ SELECT (SELECT rev FROM r), ARRAY(SELECT id FROM u), ARRAY(SELECT id FROM k),
 FROM n";
 
 /// The optimistic way (see the module's notes). Answers every job it writes (or that needs no
-/// write) and returns the others, for the locked way, with whether anything was routed. `Err`:
-/// a statement failed; the jobs returned with it were not written.
+/// write) and returns the others, for the locked way; sets `routed` when a write queued
+/// deliveries. `Err`: a statement failed; the jobs returned with it were not written.
 async fn write_optimistic(
     pool: &PgPool,
     hooks: &HookRuntime,
     known: &Known,
     mut jobs: Vec<Job>,
-) -> Result<(Vec<Job>, bool), (StoreError, Vec<Job>)> {
+    routed: &mut bool,
+) -> Result<Vec<Job>, (StoreError, Vec<Job>)> {
     // Each user's row as the changes start from: `None` when there is no such user.
     let mut base: HashMap<String, Option<String>> = HashMap::new();
     let mut unknown: Vec<&str> = Vec::new();
@@ -345,21 +347,20 @@ async fn write_optimistic(
             base.insert(id, Some(data));
         }
     }
-    let mut routed = false;
     for _ in 0..OPTIMISTIC_TRIES {
         if jobs.is_empty() {
             break;
         }
         match try_known(pool, hooks, known, &mut base, jobs).await {
             Ok(Try::Done { rest, routed: r }) => {
-                routed |= r;
+                *routed |= r;
                 jobs = rest;
             }
-            Ok(Try::Locked(rest)) => return Ok((rest, routed)),
+            Ok(Try::Locked(rest)) => return Ok(rest),
             Err(failed) => return Err(failed),
         }
     }
-    Ok((jobs, routed))
+    Ok(jobs)
 }
 
 enum Try {
