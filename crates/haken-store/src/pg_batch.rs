@@ -264,8 +264,9 @@ const OPTIMISTIC_TRIES: usize = 3;
 /// Writes `users` rows only where they still hold the text the changes were computed on
 /// (`expected`), or, with no new `data`, only checks that; writes the events of the users
 /// written, with their outbox rows, and wakes other nodes. Nothing is written when the hooks
-/// revision is not `$16` (the events were routed by other hooks; -1: no routing). Returns the
-/// revision, the ids written, the ids checked, and the rows of the other users as they are.
+/// revision is not `$16` (the events were routed by other hooks; -1: no routing). Returns
+/// whether the revision held, the ids written, the ids checked, and the rows of the other
+/// users as the statement's snapshot has them.
 const WRITE_KNOWN_SQL: &str = "\
 WITH v AS (
     SELECT * FROM unnest($8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::text[], $14::text[], $15::text[])
@@ -301,8 +302,8 @@ s AS (
     SELECT users.id, users.data FROM users JOIN v ON users.id = v.id
     WHERE users.id NOT IN (SELECT id FROM u) AND users.id NOT IN (SELECT id FROM k)
 )
-SELECT (SELECT rev FROM r), ARRAY(SELECT id FROM u), ARRAY(SELECT id FROM k),
-    ARRAY(SELECT id FROM s), ARRAY(SELECT data FROM s),
+SELECT (SELECT ok FROM go), ARRAY(SELECT id FROM u), ARRAY(SELECT id FROM k),
+    ARRAY(SELECT id FROM s ORDER BY id), ARRAY(SELECT data FROM s ORDER BY id),
     n.n, CASE WHEN n.n > 0 THEN (SELECT count(*) FROM pg_notify('haken_outbox', $7)) END
 FROM n";
 
@@ -316,40 +317,42 @@ async fn write_optimistic(
     mut jobs: Vec<Job>,
     routed: &mut bool,
 ) -> Result<Vec<Job>, (StoreError, Vec<Job>)> {
-    // Each user's row as the changes start from: `None` when there is no such user.
+    // Each user's row as the changes start from (`None`: there is no such user; no entry: not
+    // known, read before the next try).
     let mut base: HashMap<String, Option<String>> = HashMap::new();
-    let mut unknown: Vec<&str> = Vec::new();
     for job in &jobs {
-        if base.contains_key(&job.id) {
-            continue;
-        }
-        match known.get(&job.id) {
-            Some(data) => {
-                base.insert(job.id.clone(), Some(data));
-            }
-            None => {
-                base.insert(job.id.clone(), None);
-                unknown.push(job.id.as_str());
-            }
-        }
-    }
-    if !unknown.is_empty() {
-        let read = sqlx::query("SELECT id, data FROM users WHERE id = ANY($1)").bind(&unknown).fetch_all(pool).await;
-        let rows = match read {
-            Ok(rows) => rows,
-            Err(e) => return Err((e.into(), jobs)),
-        };
-        for r in &rows {
-            let (id, data) = match (r.try_get::<String, _>(0), r.try_get::<String, _>(1)) {
-                (Ok(id), Ok(data)) => (id, data),
-                (Err(e), _) | (_, Err(e)) => return Err((e.into(), jobs)),
-            };
-            base.insert(id, Some(data));
+        if let Some(data) = known.get(&job.id) {
+            base.insert(job.id.clone(), Some(data));
         }
     }
     for _ in 0..OPTIMISTIC_TRIES {
         if jobs.is_empty() {
             break;
+        }
+        let mut unknown: Vec<String> =
+            jobs.iter().filter(|j| !base.contains_key(&j.id)).map(|j| j.id.clone()).collect();
+        unknown.sort_unstable();
+        unknown.dedup();
+        if !unknown.is_empty() {
+            let read =
+                sqlx::query("SELECT id, data FROM users WHERE id = ANY($1)").bind(&unknown).fetch_all(pool).await;
+            let rows = match read {
+                Ok(rows) => rows,
+                Err(e) => return Err((e.into(), jobs)),
+            };
+            let mut found: HashMap<String, String> = HashMap::with_capacity(rows.len());
+            for r in &rows {
+                match (r.try_get::<String, _>(0), r.try_get::<String, _>(1)) {
+                    (Ok(id), Ok(data)) => {
+                        found.insert(id, data);
+                    }
+                    (Err(e), _) | (_, Err(e)) => return Err((e.into(), jobs)),
+                }
+            }
+            for id in unknown {
+                let data = found.remove(&id);
+                base.insert(id, data);
+            }
         }
         match try_known(pool, hooks, known, &mut base, jobs).await {
             Ok(Try::Done { rest, routed: r }) => {
@@ -480,8 +483,12 @@ async fn try_known(
             Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("40P01") => return Ok(Try::Locked(jobs)),
             Err(e) => return Err((e.into(), jobs)),
         };
-        let now_rev: i64 = row.try_get(0).unwrap_or(-1);
-        if rev >= 0 && now_rev != rev {
+        // Decoded strictly: past this point the statement has committed whatever it wrote.
+        let held = match row.try_get::<bool, _>(0) {
+            Ok(held) => held,
+            Err(e) => return Err((e.into(), jobs)),
+        };
+        if !held {
             // Hooks changed since the router was built: route again by the current ones.
             if refreshed {
                 return Ok(Try::Locked(jobs));
@@ -526,7 +533,13 @@ async fn try_known(
         }
     }
     for (id, data) in missed_ids.into_iter().zip(missed_data) {
-        base.insert(id, Some(data));
+        if base.get(&id).and_then(|_| rows.expected_of(&id)) == Some(data.as_str()) {
+            // The snapshot still has the text the change was computed on: the row changed
+            // while the statement waited for it. Read again before the next try.
+            base.remove(&id);
+        } else {
+            base.insert(id, Some(data));
+        }
     }
     let mut rest = Vec::new();
     for (job, answer) in jobs.into_iter().zip(ran) {
@@ -554,6 +567,10 @@ struct KnownRows {
 }
 
 impl KnownRows {
+    fn expected_of(&self, id: &str) -> Option<&str> {
+        self.ids.iter().position(|i| i == id).map(|k| self.expected[k].as_str())
+    }
+
     fn push(&mut self, id: &str, expected: &str, cols: Option<UserColumns>) {
         self.ids.push(id.to_owned());
         self.expected.push(expected.to_owned());
