@@ -1361,6 +1361,24 @@ pub(crate) struct EventRows<'a> {
     pub routed_hook: Vec<String>,
 }
 
+impl EventRows<'_> {
+    /// Binds the rows as parameters `$1`…`$6` of a statement, and `tag` (the wake-up's
+    /// payload) as `$7`.
+    pub(crate) fn bind<'q>(
+        &'q self,
+        q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        tag: &'q str,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        q.bind(&self.uuids)
+            .bind(&self.published)
+            .bind(&self.types)
+            .bind(&self.data)
+            .bind(&self.routed_uuid)
+            .bind(&self.routed_hook)
+            .bind(tag)
+    }
+}
+
 pub(crate) fn event_rows<'a>(
     router: Option<&dyn EventRouter>,
     events: &'a [LogEvent],
@@ -1458,14 +1476,7 @@ impl PgBackend {
         } else {
             concat!("WITH ", events_sql!())
         };
-        let q = sqlx::query(sql)
-            .bind(&ev.uuids)
-            .bind(&ev.published)
-            .bind(&ev.types)
-            .bind(&ev.data)
-            .bind(&ev.routed_uuid)
-            .bind(&ev.routed_hook)
-            .bind(hooks.tag.0.as_str());
+        let q = ev.bind(sqlx::query(sql), hooks.tag.0.as_str());
         let q = match users {
             Some(u) => {
                 q.bind(u.ids).bind(u.logins).bind(u.statuses).bind(u.updated).bind(u.data).bind(u.emails).bind(u.names)

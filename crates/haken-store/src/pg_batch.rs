@@ -458,14 +458,8 @@ async fn try_known(
             Ok(ev) => ev,
             Err(e) => return Err((e, jobs)),
         };
-        let q = sqlx::query(WRITE_KNOWN_SQL)
-            .bind(&ev.uuids)
-            .bind(&ev.published)
-            .bind(&ev.types)
-            .bind(&ev.data)
-            .bind(&ev.routed_uuid)
-            .bind(&ev.routed_hook)
-            .bind(hooks.tag.0.as_str())
+        let q = ev
+            .bind(sqlx::query(WRITE_KNOWN_SQL), hooks.tag.0.as_str())
             .bind(&rows.ids)
             .bind(&rows.logins)
             .bind(&rows.statuses)
