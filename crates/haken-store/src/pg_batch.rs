@@ -44,31 +44,49 @@ struct Job {
     run: Box<dyn FnMut(Result<Option<User>, StoreError>) -> Ran + Send>,
 }
 
-/// Most rows [`Known`] holds; when full it starts over.
+/// Most rows [`Known`] holds, and most bytes of row text; when either is reached it starts
+/// over. A row larger than [`KNOWN_ROW_MAX`] is not kept (its next change reads it).
 const KNOWN_MAX: usize = 4096;
+const KNOWN_BYTES_MAX: usize = 16 << 20;
+const KNOWN_ROW_MAX: usize = 64 << 10;
 
 /// The `users.data` text of rows this node last read or wrote, by user id. Only ever a guess:
 /// a write based on it checks that the row still holds exactly that text.
 #[derive(Default)]
-struct Known(Mutex<HashMap<String, String>>);
+struct Known(Mutex<KnownRowsByUser>);
+
+#[derive(Default)]
+struct KnownRowsByUser {
+    rows: HashMap<String, String>,
+    bytes: usize,
+}
 
 impl Known {
     fn get(&self, id: &str) -> Option<String> {
-        self.0.lock().ok()?.get(id).cloned()
+        self.0.lock().ok()?.rows.get(id).cloned()
     }
 
     fn put(&self, id: &str, data: String) {
-        if let Ok(mut m) = self.0.lock() {
-            if m.len() >= KNOWN_MAX && !m.contains_key(id) {
-                m.clear();
-            }
-            m.insert(id.to_owned(), data);
+        let Ok(mut m) = self.0.lock() else { return };
+        if let Some(old) = m.rows.remove(id) {
+            m.bytes -= old.len();
         }
+        if data.len() > KNOWN_ROW_MAX {
+            return;
+        }
+        if m.rows.len() >= KNOWN_MAX || m.bytes + data.len() > KNOWN_BYTES_MAX {
+            m.rows.clear();
+            m.bytes = 0;
+        }
+        m.bytes += data.len();
+        m.rows.insert(id.to_owned(), data);
     }
 
     fn forget(&self, id: &str) {
-        if let Ok(mut m) = self.0.lock() {
-            m.remove(id);
+        if let Ok(mut m) = self.0.lock()
+            && let Some(old) = m.rows.remove(id)
+        {
+            m.bytes -= old.len();
         }
     }
 }
@@ -730,5 +748,33 @@ impl PgBackend {
         F: FnMut(User) -> Result<Option<Change<User>>, E> + Send + 'static,
     {
         self.users.update(id, f).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_rows_stay_within_their_bounds() {
+        let known = Known::default();
+        known.put("a", "x".repeat(10));
+        known.put("a", "y".repeat(20));
+        assert_eq!(known.get("a").map(|t| t.len()), Some(20), "a row's latest text replaces the old");
+        known.put("big", "z".repeat(KNOWN_ROW_MAX + 1));
+        assert_eq!(known.get("big"), None, "a row over the size bound is not kept");
+        known.forget("a");
+        assert_eq!(known.get("a"), None);
+        let bytes = |k: &Known| k.0.lock().map(|m| m.bytes).unwrap_or(usize::MAX);
+        assert_eq!(bytes(&known), 0, "forgetting gives its bytes back");
+        let row = "r".repeat(KNOWN_ROW_MAX);
+        for i in 0..(KNOWN_BYTES_MAX / KNOWN_ROW_MAX + 3) {
+            known.put(&format!("u{i}"), row.clone());
+            assert!(bytes(&known) <= KNOWN_BYTES_MAX);
+        }
+        for i in 0..(KNOWN_MAX + 5) {
+            known.put(&format!("s{i}"), String::from("s"));
+            assert!(known.0.lock().map(|m| m.rows.len()).unwrap_or(usize::MAX) <= KNOWN_MAX);
+        }
     }
 }
