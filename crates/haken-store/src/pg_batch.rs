@@ -400,7 +400,7 @@ async fn try_known(
     base: &mut HashMap<String, Option<String>>,
     mut jobs: Vec<Job>,
 ) -> Result<Try, (StoreError, Vec<Job>)> {
-    // The users' rows as the batch leaves them, in first-touched order.
+    // The users that have a row (`order`) and their rows as the batch leaves them.
     let mut order: Vec<String> = Vec::new();
     let mut current: HashMap<String, User> = HashMap::new();
     let mut changed: std::collections::HashSet<String> = std::collections::HashSet::new();
