@@ -413,7 +413,7 @@ impl Store {
     pub async fn delete_user<E, F>(&self, id: &str, f: F) -> Result<(), E>
     where
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&User) -> Result<Vec<LogEvent>, E> + Send + 'static,
+        F: FnMut(&User) -> Result<Vec<LogEvent>, E> + Send + 'static,
     {
         dispatch!(self.delete_user(id, f))
     }

@@ -64,12 +64,56 @@ pub(crate) fn insert_events(conn: &Connection, hooks: &HookRuntime, events: &[Lo
     Ok(routed)
 }
 
-fn write_user(conn: &Connection, user: &User) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "UPDATE users SET login_lower = ?2, status = ?3, last_updated = ?4, data = ?5, email_key = ?6, name_key = ?7 WHERE id = ?1",
-    )?
-    .execute(UserColumns::of(user)?.params())
-        .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("login") } else { e.into() })?;
+/// The indexed columns of a user's row as stored, beside its document.
+struct StoredKeys {
+    login_lower: String,
+    status: String,
+    email_key: Option<String>,
+    name_key: Option<String>,
+}
+
+/// A user's document and stored keys, by id.
+fn read_user(conn: &Connection, id: &str) -> Result<Option<(User, StoredKeys)>, StoreError> {
+    let row = conn
+        .prepare_cached("SELECT data, login_lower, status, email_key, name_key FROM users WHERE id = ?1")?
+        .query_row([id], |r| {
+            let keys =
+                StoredKeys { login_lower: r.get(1)?, status: r.get(2)?, email_key: r.get(3)?, name_key: r.get(4)? };
+            Ok((r.get::<_, String>(0)?, keys))
+        })
+        .optional()?;
+    row.map(|(data, keys)| Ok((decode(&data)?, keys))).transpose()
+}
+
+/// Writes `user` over the row whose keys were `old`. The statement names only the indexed
+/// columns whose values change: SQLite rewrites the entries of every index whose columns an
+/// UPDATE names, and most changes touch the profile alone.
+fn write_user(conn: &Connection, old: &StoredKeys, user: &User) -> Result<(), StoreError> {
+    let c = UserColumns::of(user)?;
+    let mut sql = String::from("UPDATE users SET last_updated = ?, data = ?");
+    let mut p: Vec<&dyn rusqlite::ToSql> = vec![&c.last_updated, &c.data];
+    let renamed = old.login_lower != c.login_lower;
+    if renamed {
+        sql.push_str(", login_lower = ?");
+        p.push(&c.login_lower);
+    }
+    if old.status != c.status {
+        sql.push_str(", status = ?");
+        p.push(&c.status);
+    }
+    if old.email_key != c.email_key {
+        sql.push_str(", email_key = ?");
+        p.push(&c.email_key);
+    }
+    if old.name_key != c.name_key {
+        sql.push_str(", name_key = ?");
+        p.push(&c.name_key);
+    }
+    sql.push_str(" WHERE id = ?");
+    p.push(&c.id);
+    conn.prepare_cached(&sql)?
+        .execute(p.as_slice())
+        .map_err(|e| if renamed && is_unique_violation(&e) { StoreError::Conflict("login") } else { e.into() })?;
     Ok(())
 }
 
@@ -331,21 +375,20 @@ impl SqliteBackend {
         Ok(())
     }
 
-    pub(crate) async fn update_user<E, F>(&self, id: &str, f: F) -> Result<User, E>
+    pub(crate) async fn update_user<E, F>(&self, id: &str, mut f: F) -> Result<User, E>
     where
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(User) -> Result<Option<Change<User>>, E> + Send + 'static,
+        F: FnMut(User) -> Result<Option<Change<User>>, E> + Send + 'static,
     {
         let (hooks, id) = (self.hooks.clone(), id.to_owned());
         let (user, routed) = self
             .writer
             .write(move |conn| -> Result<(User, bool), E> {
-                let current: User =
-                    read_doc(conn, "SELECT data FROM users WHERE id = ?1", &id)?.ok_or(StoreError::NotFound)?;
+                let (current, keys) = read_user(conn, &id)?.ok_or(StoreError::NotFound)?;
                 let Some(change) = f(current.clone())? else {
                     return Ok((current, false));
                 };
-                write_user(conn, &change.value)?;
+                write_user(conn, &keys, &change.value)?;
                 let routed = insert_events(conn, &hooks, &change.events)?;
                 Ok((change.value, routed))
             })
@@ -354,10 +397,10 @@ impl SqliteBackend {
         Ok(user)
     }
 
-    pub(crate) async fn delete_user<E, F>(&self, id: &str, f: F) -> Result<(), E>
+    pub(crate) async fn delete_user<E, F>(&self, id: &str, mut f: F) -> Result<(), E>
     where
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&User) -> Result<Vec<LogEvent>, E> + Send + 'static,
+        F: FnMut(&User) -> Result<Vec<LogEvent>, E> + Send + 'static,
     {
         let (hooks, id) = (self.hooks.clone(), id.to_owned());
         let routed = self

@@ -3,10 +3,16 @@
 //!
 //! SQLite has one writer at a time, so these writes run on one dedicated thread that owns a
 //! connection of its own. A caller hands over a synchronous job and awaits its result; the
-//! thread takes every job queued at that moment, runs each in its own savepoint inside one
-//! transaction, commits once and only then answers them all (group commit). A job that fails
-//! rolls back to its savepoint and leaves the others standing. Compared with an async driver,
-//! a write costs one hand-over instead of one per statement, and a commit is shared.
+//! thread takes every job queued at that moment, runs them in one transaction, commits once and
+//! only then answers them all (group commit). Compared with an async driver, a write costs one
+//! hand-over instead of one per statement, and a commit is shared.
+//!
+//! A job that fails must leave the others standing and nothing of its own. Jobs check before
+//! they write, so a failed job has almost always written nothing, and then there is nothing to
+//! undo: the group runs without savepoints (each one copies every page the job touches). When a
+//! job fails after writing, the group's transaction is rolled back and run again with a
+//! savepoint per job, the failed job answered with its error and not run again; so a job may
+//! run more than once before it is answered, and must be repeatable.
 //!
 //! The less frequent writes still go through the sqlx write connection; they take [`Gate`]
 //! for their whole transaction, as the thread does for each group, so the two never wait on
@@ -27,21 +33,51 @@ pub(crate) type Gate = Arc<tokio::sync::Mutex<()>>;
 /// Most jobs in one transaction: bounds how long the first of them waits for the commit.
 const MAX_GROUP: usize = 128;
 
-/// Hands a job's result to its caller, given the commit's result (`Err`: why it failed).
-type Answer = Box<dyn FnOnce(Result<(), &str>) + Send>;
-
-/// What a job leaves once it has run: whether its savepoint stands, and how to answer.
-struct Ran {
-    kept: bool,
-    answer: Answer,
+/// A queued write. It may run more than once (see the module docs) and is answered once.
+trait Job: Send {
+    /// Runs the write on `conn`, keeping the result of this run only; returns whether it
+    /// succeeded.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Hands the kept result to the caller, given the commit's result (`Err`: why it failed;
+    /// a job the failure kept from running is told that).
+    fn answer(self: Box<Self>, commit: Result<(), &str>);
 }
 
-/// Runs with the connection, or with `None` when the transaction could not start.
-type Job = Box<dyn FnOnce(Option<&Connection>) -> Ran + Send>;
+struct Pending<T, E, F> {
+    f: F,
+    result: Option<Result<T, E>>,
+    reply: tokio::sync::oneshot::Sender<Result<T, E>>,
+}
+
+impl<T, E, F> Job for Pending<T, E, F>
+where
+    T: Send,
+    E: From<StoreError> + Send,
+    F: FnMut(&Connection) -> Result<T, E> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| (self.f)(conn)))
+            .unwrap_or_else(|_| Err(StoreError::Database("a write failed unexpectedly".into()).into()));
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn answer(self: Box<Self>, commit: Result<(), &str>) {
+        let out = match (self.result, commit) {
+            (Some(Ok(v)), Ok(())) => Ok(v),
+            (Some(Ok(_)), Err(why)) => Err(StoreError::Database(format!("commit failed: {why}")).into()),
+            (Some(Err(e)), _) => Err(e),
+            (None, Err(why)) => Err(StoreError::Database(format!("the write did not run: {why}")).into()),
+            (None, Ok(())) => Err(StoreError::Database("the write did not run".into()).into()),
+        };
+        let _ = self.reply.send(out);
+    }
+}
 
 /// Handle to the writer thread; dropping every handle (or [`Writer::close`]) stops it.
 pub(crate) struct Writer {
-    queue: Mutex<Option<mpsc::Sender<Job>>>,
+    queue: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -64,7 +100,7 @@ impl Writer {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
         )?;
         conn.set_prepared_statement_cache_capacity(64);
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let thread = std::thread::Builder::new()
             .name("haken-sqlite-writer".into())
             .spawn(move || run(&conn, &rx, &gate))
@@ -73,33 +109,16 @@ impl Writer {
     }
 
     /// Runs `f` in the next group's transaction and returns its result once that committed.
-    /// An `Err` from `f` rolls back what `f` wrote, and only that.
+    /// An `Err` from `f` rolls back what `f` wrote, and only that. `f` may run more than once
+    /// (its earlier runs rolled back): it must compute its writes from what it reads.
     pub(crate) async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        F: FnMut(&Connection) -> Result<T, E> + Send + 'static,
     {
         let (reply, answer) = tokio::sync::oneshot::channel::<Result<T, E>>();
-        let job: Job = Box::new(move |conn| {
-            let result = match conn {
-                Some(conn) => std::panic::catch_unwind(AssertUnwindSafe(|| f(conn)))
-                    .unwrap_or_else(|_| Err(StoreError::Database("a write failed unexpectedly".into()).into())),
-                None => Err(StoreError::Database("the write transaction could not start".into()).into()),
-            };
-            let kept = result.is_ok();
-            Ran {
-                kept,
-                answer: Box::new(move |commit| {
-                    let out = match (result, commit) {
-                        (Ok(v), Ok(())) => Ok(v),
-                        (Ok(_), Err(why)) => Err(StoreError::Database(format!("commit failed: {why}")).into()),
-                        (Err(e), _) => Err(e),
-                    };
-                    let _ = reply.send(out);
-                }),
-            }
-        });
+        let job: Box<dyn Job> = Box::new(Pending { f, result: None, reply });
         let sent = match self.queue.lock() {
             Ok(q) => q.as_ref().is_some_and(|q| q.send(job).is_ok()),
             Err(_) => false,
@@ -122,7 +141,7 @@ impl Writer {
     }
 }
 
-fn run(conn: &Connection, queue: &mpsc::Receiver<Job>, gate: &Gate) {
+fn run(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>, gate: &Gate) {
     while let Ok(first) = queue.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -132,62 +151,69 @@ fn run(conn: &Connection, queue: &mpsc::Receiver<Job>, gate: &Gate) {
             }
         }
         let held = gate.blocking_lock();
-        let (commit, answers) = group(conn, jobs);
+        let commit = group(conn, &mut jobs);
         drop(held);
         let commit = match &commit {
             Ok(()) => Ok(()),
             Err(why) => Err(why.as_str()),
         };
-        for answer in answers {
-            answer(commit);
+        for job in jobs {
+            job.answer(commit);
         }
     }
 }
 
-/// Runs one group in one transaction. Returns the commit's result and the jobs' answers.
-fn group(conn: &Connection, jobs: Vec<Job>) -> (Result<(), String>, Vec<Answer>) {
-    let mut answers = Vec::with_capacity(jobs.len());
+/// Runs one group in one transaction and returns the commit's result; each job keeps its own.
+fn group(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> Result<(), String> {
     let step = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(|_| ());
-    if let Err(e) = step("BEGIN IMMEDIATE") {
-        tracing::warn!(error = %e, "SQLite write transaction could not start.");
-        for job in jobs {
-            let ran = job(None);
-            answers.push(ran.answer);
+    let outcome = step("BEGIN IMMEDIATE").map_err(|e| e.to_string()).and_then(|()| match run_plain(conn, jobs)? {
+        None => Ok(()),
+        Some(failed) => {
+            step("ROLLBACK").and_then(|()| step("BEGIN IMMEDIATE")).map_err(|e| e.to_string())?;
+            run_in_savepoints(conn, jobs, failed)
         }
-        return (Err(e.to_string()), answers);
-    }
-    let mut broken: Option<String> = None;
-    for job in jobs {
-        if broken.is_some() {
-            let ran = job(None);
-            answers.push(ran.answer);
-            continue;
-        }
-        if let Err(e) = step("SAVEPOINT job") {
-            broken = Some(e.to_string());
-            let ran = job(None);
-            answers.push(ran.answer);
-            continue;
-        }
-        let ran = job(Some(conn));
-        let end =
-            if ran.kept { step("RELEASE job") } else { step("ROLLBACK TO job").and_then(|()| step("RELEASE job")) };
-        if let Err(e) = end {
-            broken = Some(e.to_string());
-        }
-        answers.push(ran.answer);
-    }
-    let commit = match broken {
-        Some(why) => Err(why),
-        None => step("COMMIT").map_err(|e| e.to_string()),
-    };
+    });
+    let commit = outcome.and_then(|()| step("COMMIT").map_err(|e| e.to_string()));
     if let Err(why) = &commit {
         tracing::warn!(error = %why, "SQLite write transaction failed; its writes were rolled back.");
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
     }
-    (commit, answers)
+    commit
+}
+
+/// Runs the jobs in order without savepoints. Returns the index of the first job that failed
+/// after writing (the transaction then holds some of its writes), or `None` when every failed
+/// job wrote nothing. `Err` when the transaction itself is gone.
+fn run_plain(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> Result<Option<usize>, String> {
+    for (i, job) in jobs.iter_mut().enumerate() {
+        let before = conn.total_changes();
+        let ok = job.run(conn);
+        if conn.is_autocommit() {
+            return Err("the transaction was rolled back by SQLite".into());
+        }
+        if !ok && conn.total_changes() != before {
+            return Ok(Some(i));
+        }
+    }
+    Ok(None)
+}
+
+/// Runs the jobs again, each in its own savepoint, except `failed`, which keeps the error of
+/// its first run.
+fn run_in_savepoints(conn: &Connection, jobs: &mut [Box<dyn Job>], failed: usize) -> Result<(), String> {
+    let step = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(|_| ());
+    for (i, job) in jobs.iter_mut().enumerate() {
+        if i == failed {
+            continue;
+        }
+        step("SAVEPOINT job").map_err(|e| e.to_string())?;
+        let kept = job.run(conn);
+        if kept { step("RELEASE job") } else { step("ROLLBACK TO job").and_then(|()| step("RELEASE job")) }
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -265,6 +291,60 @@ mod tests {
         }
         assert_eq!(ok, vec![1, 2, 3, 4, 6, 8, 9, 10]);
         assert_eq!(rows(&path), vec![0, 1, 2, 3, 4, 6, 8, 9, 10]);
+        writer.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A job that fails before writing costs the others nothing: every job runs once. One that
+    /// fails after writing sends the group round again with savepoints: the jobs before it run
+    /// twice, it runs once, and what it wrote is gone.
+    #[tokio::test]
+    async fn only_a_job_that_failed_after_writing_makes_the_group_run_again() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (dir, path) = scratch();
+        let writer = Arc::new(Writer::start(&path, Gate::default()).expect("writer"));
+        for (base, dirty) in [(100i64, false), (200, true)] {
+            let (release, hold) = mpsc::channel::<()>();
+            let w = writer.clone();
+            let first = tokio::spawn(async move {
+                w.write(move |_| -> Result<(), StoreError> {
+                    let _ = hold.recv_timeout(Duration::from_secs(5));
+                    Ok(())
+                })
+                .await
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let runs: Arc<Vec<AtomicUsize>> = Arc::new((0..5).map(|_| AtomicUsize::new(0)).collect());
+            let mut jobs = Vec::new();
+            for k in 0..5usize {
+                let (w, runs) = (writer.clone(), runs.clone());
+                jobs.push(tokio::spawn(async move {
+                    w.write(move |c| -> Result<(), StoreError> {
+                        runs[k].fetch_add(1, Ordering::SeqCst);
+                        if k == 2 {
+                            if dirty {
+                                c.execute("INSERT INTO t (n) VALUES (?1)", [base + 99])?;
+                            }
+                            return Err(StoreError::Conflict("n"));
+                        }
+                        c.execute("INSERT INTO t (n) VALUES (?1)", [base + k as i64])?;
+                        Ok(())
+                    })
+                    .await
+                }));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            release.send(()).expect("release");
+            first.await.expect("join").expect("first job");
+            for (k, j) in jobs.into_iter().enumerate() {
+                let r = j.await.expect("join");
+                assert_eq!(r.is_err(), k == 2, "job {k}: {r:?}");
+            }
+            let counts: Vec<usize> = runs.iter().map(|r| r.load(Ordering::SeqCst)).collect();
+            assert_eq!(counts, if dirty { vec![2, 2, 1, 1, 1] } else { vec![1, 1, 1, 1, 1] });
+            let stored: Vec<i64> = rows(&path).into_iter().filter(|n| (base..base + 100).contains(n)).collect();
+            assert_eq!(stored, vec![base, base + 1, base + 3, base + 4]);
+        }
         writer.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }
