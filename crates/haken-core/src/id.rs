@@ -61,6 +61,23 @@ pub fn random_base62_into(out: &mut String, n: usize) {
     }
 }
 
+/// Appends `bytes` as lowercase hexadecimal.
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+}
+
+/// `bytes` as lowercase hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::new();
+    push_hex(&mut s, bytes);
+    s
+}
+
 /// A random base-62 string of `n` characters (secrets, tokens).
 pub fn random_base62(n: usize) -> String {
     let mut s = String::with_capacity(n);
@@ -76,6 +93,12 @@ pub fn looks_like(kind: IdKind, s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_lowercase_two_digits_a_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(hex(&[]), "");
+    }
 
     #[test]
     fn ids_have_prefix_and_length() {

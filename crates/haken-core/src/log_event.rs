@@ -331,8 +331,14 @@ pub fn new_uuid() -> String {
     b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
     b[6] = (b[6] & 0x0f) | 0x70;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
-    format!("{}-{}-{}-{}-{}", h(0..4), h(4..6), h(6..8), h(8..10), h(10..16))
+    let mut s = String::with_capacity(36);
+    for (k, r) in [0..4, 4..6, 6..8, 8..10, 10..16].into_iter().enumerate() {
+        if k > 0 {
+            s.push('-');
+        }
+        crate::id::push_hex(&mut s, &b[r]);
+    }
+    s
 }
 
 #[cfg(test)]
@@ -365,6 +371,11 @@ mod tests {
             assert!(ev.as_object().is_some_and(|o| o.contains_key(f)), "missing {f}");
         }
         assert_eq!(ev["debugContext"]["debugData"]["requestId"], ev["transaction"]["id"]);
-        assert_eq!(new_uuid().len(), 36);
+        let u = new_uuid();
+        let groups: Vec<&str> = u.split('-').collect();
+        assert_eq!(groups.iter().map(|g| g.len()).collect::<Vec<_>>(), [8, 4, 4, 4, 12], "{u}");
+        assert!(u.bytes().all(|b| b == b'-' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{u}");
+        assert!(groups[2].starts_with('7'), "version 7: {u}");
+        assert!(matches!(groups[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'), "RFC 4122 variant: {u}");
     }
 }

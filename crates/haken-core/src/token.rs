@@ -22,5 +22,5 @@ pub struct ApiToken {
 pub fn hash_token(value: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(value.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::id::hex(&digest)
 }

@@ -443,7 +443,7 @@ struct Job {
     app: App,
     settings: ImportSettings,
     hook: Option<InlineHook>,
-    schema: UserSchema,
+    schema: Arc<UserSchema>,
     ctx: EventContext,
     job_id: String,
     password_hook: bool,
@@ -776,7 +776,7 @@ fn count(job: &mut ImportJob, p: &Pending) {
 struct Writer {
     store: Store,
     ctx: EventContext,
-    schema: UserSchema,
+    schema: Arc<UserSchema>,
     activated: bool,
     job: ImportJob,
     started: Instant,

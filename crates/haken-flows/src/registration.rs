@@ -230,7 +230,7 @@ pub async fn update_rule(
         None => None,
     };
     let attributes = match req.profile_attributes {
-        Some(attrs) => Some(check_attributes(attrs, &schema::load(store).await?)?),
+        Some(attrs) => Some(check_attributes(attrs, &*schema::load(store).await?)?),
         None => None,
     };
     let groups = match req.target_group_ids {

@@ -1,6 +1,8 @@
 //! Loading and changing the user profile schema, kept in the store's settings as the custom
 //! attribute definitions (the base attributes are fixed).
 
+use std::sync::{Arc, Mutex};
+
 use haken_core::schema::{Attribute, UserSchema};
 use haken_core::{ApiError, Timestamp};
 use haken_store::{Change, Store};
@@ -18,14 +20,23 @@ fn from_setting(v: Option<Value>) -> UserSchema {
     UserSchema::from_custom_definitions(&custom, created, updated)
 }
 
-/// The current schema.
-pub async fn load(store: &Store) -> Result<UserSchema, ApiError> {
+/// The current schema. Most requests read it, so the last one built is kept with the stored
+/// text it came from and built again only when that text changes.
+pub async fn load(store: &Store) -> Result<Arc<UserSchema>, ApiError> {
+    static LAST: Mutex<Option<(Option<String>, Arc<UserSchema>)>> = Mutex::new(None);
     let raw = store.get_setting(KEY).await.map_err(|e| store_error(e, "UserSchema", "default"))?;
-    let value = match raw {
-        Some(s) => serde_json::from_str(&s).ok(),
-        None => None,
-    };
-    Ok(from_setting(value))
+    if let Ok(last) = LAST.lock()
+        && let Some((text, schema)) = last.as_ref()
+        && *text == raw
+    {
+        return Ok(Arc::clone(schema));
+    }
+    let value = raw.as_deref().and_then(|s| serde_json::from_str(s).ok());
+    let schema = Arc::new(from_setting(value));
+    if let Ok(mut last) = LAST.lock() {
+        *last = Some((raw, Arc::clone(&schema)));
+    }
+    Ok(schema)
 }
 
 /// Applies a schema document as `POST /api/v1/meta/schemas/user/default` takes it: each

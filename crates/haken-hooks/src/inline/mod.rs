@@ -425,7 +425,9 @@ fn token_cache_key(hook_id: &str, o: &haken_core::inline_hook::OAuthConfig) -> S
         h.update([0]);
     }
     let d = h.finalize();
-    format!("{hook_id}:{}", d.iter().take(12).map(|b| format!("{b:02x}")).collect::<String>())
+    let mut key = format!("{hook_id}:");
+    haken_core::id::push_hex(&mut key, &d[..12]);
+    key
 }
 
 /// A fresh `eventId`: 22 characters of URL-safe base64, as Okta sends.

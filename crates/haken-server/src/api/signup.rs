@@ -158,7 +158,7 @@ fn failure_page(e: &ApiError) -> Response {
     page(status, "Sign up", &format!("<h1>Sign up</h1><p class=\"error\">{}</p>", escape(&e.summary)))
 }
 
-async fn load(state: &AppState) -> Result<(ProfileEnrollment, UserSchema), ApiError> {
+async fn load(state: &AppState) -> Result<(ProfileEnrollment, std::sync::Arc<UserSchema>), ApiError> {
     let (_, rule) = registration::enrollment_policy(&state.store).await?;
     let schema = haken_flows::schema::load(&state.store).await?;
     Ok((rule.enrollment, schema))
