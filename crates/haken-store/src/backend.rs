@@ -137,7 +137,23 @@ impl PgBackend {
         sqlx::query("SELECT pg_advisory_unlock(727274001)").execute(&mut *conn).await?;
         migrated?;
         drop(conn);
-        let work = pg_pool_options(4, opts).connect(&opts.url).await?;
+        // The delivery engine's statements are queue reads and writes through their indexes
+        // at any table size. PostgreSQL planned the lease anew at every run (its arrays' sizes
+        // make a custom plan look cheaper), which cost more than running it; a generic plan
+        // made on a nearly empty table could pick a sequential scan and keep it while the
+        // table grows. So the work pool takes generic plans and is kept off sequential scans
+        // where an index serves.
+        let work = pg_pool_options(4, opts)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::raw_sql("SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan")
+                        .execute(conn)
+                        .await
+                        .map(|_| ())
+                })
+            })
+            .connect(&opts.url)
+            .await?;
         let hooks = Arc::<HookRuntime>::default();
         let users = Arc::new(UserBatcher::start(pool.clone(), hooks.clone()));
         let dispatch_hooks = Arc::new(std::sync::Mutex::new((i64::MIN, Arc::default())));
