@@ -164,6 +164,11 @@ impl UserBatcher {
 /// and the node for the answer), the next is already being written.
 const PIPELINE: usize = 2;
 
+/// A second batch goes out beside the first only when this many changes wait; fewer wait for
+/// the first to finish and go in one statement with whatever came meanwhile. At low rates
+/// a statement per one or two changes cost PostgreSQL more than the wait costs the changes.
+const SECOND_BATCH_AT: usize = 4;
+
 async fn run(pool: PgPool, hooks: Arc<HookRuntime>, mut queue: tokio::sync::mpsc::UnboundedReceiver<Job>) {
     let known = Arc::new(Known::default());
     // Jobs taken from the queue and not yet in a batch, in queue order.
@@ -175,7 +180,7 @@ async fn run(pool: PgPool, hooks: Arc<HookRuntime>, mut queue: tokio::sync::mpsc
     let mut incoming = Vec::with_capacity(MAX_BATCH);
     let mut open = true;
     loop {
-        while in_flight.len() < PIPELINE {
+        while in_flight.is_empty() || (in_flight.len() < PIPELINE && held.len() >= SECOND_BATCH_AT) {
             let batch = take_runnable(&mut held, &busy);
             if batch.is_empty() {
                 break;
