@@ -287,6 +287,17 @@ async fn partial_update_and_replace(b: Backend) {
         "a refused replace changes nothing"
     );
 
+    // A new login is found by that login, no longer by the old one, and is taken for others.
+    s.post(&format!("/api/v1/users/{id}"), json!({ "profile": { "login": "ewd@example.org" } })).await.ok();
+    assert_eq!(s.get("/api/v1/users/EWD@example.org").await.ok()["id"], id);
+    s.get("/api/v1/users/edsger@example.org").await.expect_error(404, "E0000007");
+    let other = s.create_user("tony@example.org", "Tony", "Hoare").await;
+    let other_id = other["id"].as_str().unwrap_or_default();
+    s.post(&format!("/api/v1/users/{other_id}"), json!({ "profile": { "login": "Ewd@example.org" } }))
+        .await
+        .expect_error(400, "E0000001");
+    assert_eq!(s.get("/api/v1/users/tony@example.org").await.ok()["id"], other_id);
+
     let pw = s
         .post(
             &format!("/api/v1/users/{id}"),
@@ -370,8 +381,24 @@ async fn lifecycle_rules(b: Backend) {
     s.post(&op("unsuspend"), json!(null)).await.expect_error(400, "E0000001");
     s.post(&op("suspend"), json!(null)).await.ok();
     assert_eq!(status().await, "SUSPENDED");
+    // The status filter reads the indexed column, which follows the document.
+    let listed = |st: &'static str| {
+        let url = format!("/api/v1/users?filter={}", urlencode(&format!("status eq \"{st}\"")));
+        let s = &s;
+        async move {
+            s.get(&url)
+                .await
+                .ok()
+                .as_array()
+                .map(|v| v.iter().filter_map(|u| u["id"].as_str()).map(str::to_owned).collect::<Vec<_>>())
+                .unwrap_or_default()
+        }
+    };
+    assert_eq!(listed("SUSPENDED").await, vec![id.clone()]);
     s.post(&op("unsuspend"), json!(null)).await.ok();
     assert_eq!(status().await, "ACTIVE");
+    assert!(listed("SUSPENDED").await.is_empty());
+    assert_eq!(listed("ACTIVE").await, vec![id.clone()]);
     let expired = s.post(&op("expire_password"), json!(null)).await;
     assert_eq!(expired.ok()["status"], "PASSWORD_EXPIRED");
     s.post(&op("deactivate"), json!(null)).await.ok();
