@@ -96,14 +96,23 @@ impl Writer {
         // The same settings as the sqlx connections: WAL (already set on the file), commits
         // durable at checkpoints, foreign keys enforced. Temporary storage in memory keeps the
         // savepoints' journal off the disk.
+        // Checkpoints run on a thread of their own (below), not inside the writer's commits.
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; \
+             PRAGMA wal_autocheckpoint = 0;",
         )?;
         conn.set_prepared_statement_cache_capacity(64);
+        let checkpoints = Connection::open(path)?;
+        checkpoints.busy_timeout(Duration::from_secs(10))?;
+        let (committed, wake) = mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("haken-sqlite-checkpoint".into())
+            .spawn(move || checkpoint(&checkpoints, &wake))
+            .map_err(|e| StoreError::Database(format!("could not start the SQLite checkpoints: {e}")))?;
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let thread = std::thread::Builder::new()
             .name("haken-sqlite-writer".into())
-            .spawn(move || run(&conn, &rx, &gate))
+            .spawn(move || run(&conn, &rx, &gate, &committed))
             .map_err(|e| StoreError::Database(format!("could not start the SQLite writer: {e}")))?;
         Ok(Writer { queue: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) })
     }
@@ -141,7 +150,26 @@ impl Writer {
     }
 }
 
-fn run(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>, gate: &Gate) {
+/// How long the checkpoint thread lets commits gather after the first it hears of: pages
+/// written many times in that while are copied into the database once.
+const CHECKPOINT_AFTER: Duration = Duration::from_millis(200);
+
+/// Copies the write-ahead log back into the database (a passive checkpoint: it never waits
+/// for, nor holds up, the writer or readers) a while after commits, until the writer stops.
+/// Commits are durable at checkpoints (`synchronous = NORMAL`); in the writer's commits a
+/// checkpoint held up every job of the group behind it.
+fn checkpoint(conn: &Connection, committed: &mpsc::Receiver<()>) {
+    while committed.recv().is_ok() {
+        std::thread::sleep(CHECKPOINT_AFTER);
+        let _ = committed.try_recv();
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "SQLite checkpoint failed; the next commit tries again.");
+        }
+    }
+    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+}
+
+fn run(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>, gate: &Gate, committed: &mpsc::SyncSender<()>) {
     while let Ok(first) = queue.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -154,7 +182,11 @@ fn run(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>, gate: &Gate) {
         let commit = group(conn, &mut jobs);
         drop(held);
         let commit = match &commit {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // Full: the checkpoint thread has already been told.
+                let _ = committed.try_send(());
+                Ok(())
+            }
             Err(why) => Err(why.as_str()),
         };
         for job in jobs {
@@ -345,6 +377,38 @@ mod tests {
             let stored: Vec<i64> = rows(&path).into_iter().filter(|n| (base..base + 100).contains(n)).collect();
             assert_eq!(stored, vec![base, base + 1, base + 3, base + 4]);
         }
+        writer.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Commits reach the database file by the checkpoint thread: the writer itself never
+    /// checkpoints, and nothing else here does.
+    #[tokio::test]
+    async fn commits_are_checkpointed_into_the_database_file() {
+        let (dir, path) = scratch();
+        let writer = Writer::start(&path, Gate::default()).expect("writer");
+        let before = std::fs::metadata(&path).expect("db file").len();
+        for n in 0..20i64 {
+            writer
+                .write(move |c| -> Result<(), StoreError> {
+                    for k in 0..50 {
+                        c.execute("INSERT INTO t (n) VALUES (?1)", [n * 1000 + k])?;
+                    }
+                    Ok(())
+                })
+                .await
+                .expect("write");
+        }
+        let mut grew = false;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if std::fs::metadata(&path).expect("db file").len() > before {
+                grew = true;
+                break;
+            }
+        }
+        assert!(grew, "the database file never took the logged pages ({before} bytes)");
+        assert_eq!(rows(&path).len(), 1000);
         writer.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }
