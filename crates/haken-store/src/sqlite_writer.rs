@@ -105,14 +105,20 @@ impl Writer {
         let checkpoints = Connection::open(path)?;
         checkpoints.busy_timeout(Duration::from_secs(10))?;
         let (committed, wake) = mpsc::sync_channel::<()>(1);
-        std::thread::Builder::new()
+        let checkpointer = std::thread::Builder::new()
             .name("haken-sqlite-checkpoint".into())
             .spawn(move || checkpoint(&checkpoints, &wake))
             .map_err(|e| StoreError::Database(format!("could not start the SQLite checkpoints: {e}")))?;
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let thread = std::thread::Builder::new()
             .name("haken-sqlite-writer".into())
-            .spawn(move || run(&conn, &rx, &gate, &committed))
+            .spawn(move || {
+                run(&conn, &rx, &gate, &committed);
+                // The last checkpoint is done when the writer is.
+                drop(committed);
+                checkpointer.thread().unpark();
+                let _ = checkpointer.join();
+            })
             .map_err(|e| StoreError::Database(format!("could not start the SQLite writer: {e}")))?;
         Ok(Writer { queue: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) })
     }
@@ -138,7 +144,8 @@ impl Writer {
         answer.await.unwrap_or_else(|_| Err(StoreError::Database("the SQLite writer stopped".into()).into()))
     }
 
-    /// Lets queued jobs finish, stops the thread and closes its connection.
+    /// Lets queued jobs finish, stops the thread and closes its connection (after a last
+    /// checkpoint).
     pub(crate) async fn close(&self) {
         if let Ok(mut q) = self.queue.lock() {
             q.take();
@@ -160,7 +167,9 @@ const CHECKPOINT_AFTER: Duration = Duration::from_millis(200);
 /// checkpoint held up every job of the group behind it.
 fn checkpoint(conn: &Connection, committed: &mpsc::Receiver<()>) {
     while committed.recv().is_ok() {
-        std::thread::sleep(CHECKPOINT_AFTER);
+        // Later commits join this checkpoint. The wait is a park, not a receive, so they do
+        // not wake the thread; a writer that stops unparks it.
+        std::thread::park_timeout(CHECKPOINT_AFTER);
         let _ = committed.try_recv();
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(error = %e, "SQLite checkpoint failed; the next commit tries again.");
@@ -409,7 +418,19 @@ mod tests {
         }
         assert!(grew, "the database file never took the logged pages ({before} bytes)");
         assert_eq!(rows(&path).len(), 1000);
+        // Closing waits for a last checkpoint of what came since.
+        let checkpointed = std::fs::metadata(&path).expect("db file").len();
+        writer
+            .write(|c| -> Result<(), StoreError> {
+                for k in 0..2000 {
+                    c.execute("INSERT INTO t (n) VALUES (?1)", [100_000 + k])?;
+                }
+                Ok(())
+            })
+            .await
+            .expect("write");
         writer.close().await;
+        assert!(std::fs::metadata(&path).expect("db file").len() > checkpointed, "no checkpoint at close");
         let _ = std::fs::remove_dir_all(dir);
     }
 
