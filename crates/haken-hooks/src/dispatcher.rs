@@ -40,7 +40,7 @@ impl DispatcherConfig {
             node_id: format!("node-{}", haken_core::id::random_base62(8)),
             public_url: public_url.into(),
             lease: Duration::from_secs(60),
-            max_events_per_delivery: 50,
+            max_events_per_delivery: haken_store::MAX_EVENTS_PER_DELIVERY,
             poll_interval: Duration::from_secs(1),
         }
     }

@@ -47,9 +47,14 @@ pub struct PgBackend {
     /// The receiving hooks as the dispatcher last read them, with their revision: a round
     /// reads them again only when the revision moved (see `pg_dispatch.rs`).
     pub(crate) dispatch_hooks: Arc<std::sync::Mutex<(i64, Arc<Vec<EventHook>>)>>,
+    /// When the dispatcher must run its forming statement (see `pg_dispatch.rs`).
+    pub(crate) forming: Arc<crate::pg_dispatch::Forming>,
 }
 
 impl SqliteBackend {
+    /// Events were queued without deliveries: SQLite's rounds always look for them.
+    fn queued_unformed(&self) {}
+
     pub(crate) async fn connect(opts: &StoreOptions) -> Result<Self, StoreError> {
         let path = opts.url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
         let path = path.split('?').next().unwrap_or(path);
@@ -128,6 +133,11 @@ fn pg_pool_options(max: u32, opts: &StoreOptions) -> PgPoolOptions {
 }
 
 impl PgBackend {
+    /// Events were queued without deliveries (a backfill): the next round forms them.
+    fn queued_unformed(&self) {
+        self.forming.request();
+    }
+
     pub(crate) async fn connect(opts: &StoreOptions) -> Result<Self, StoreError> {
         let pool = pg_pool_options(opts.max_connections.max(2), opts).connect(&opts.url).await?;
         // Several nodes may start at once: one applies the migrations, the others wait.
@@ -157,7 +167,8 @@ impl PgBackend {
         let hooks = Arc::<HookRuntime>::default();
         let users = Arc::new(UserBatcher::start(pool.clone(), hooks.clone()));
         let dispatch_hooks = Arc::new(std::sync::Mutex::new((i64::MIN, Arc::default())));
-        Ok(PgBackend { users, write: pool.clone(), read: pool, work, hooks, dispatch_hooks })
+        let forming = Arc::default();
+        Ok(PgBackend { users, write: pool.clone(), read: pool, work, hooks, dispatch_hooks, forming })
     }
 
     async fn begin(&self) -> Result<WriteTx<sqlx::Postgres>, StoreError> {
@@ -1129,6 +1140,9 @@ macro_rules! backend_impl {
                         break;
                     }
                 }
+                if queued > 0 {
+                    self.queued_unformed();
+                }
                 self.after_commit(queued > 0);
                 Ok(queued)
             }
@@ -1171,6 +1185,16 @@ macro_rules! backend_impl {
                 sqlx::query("DELETE FROM outbox WHERE delivery_id IS NULL AND NOT EXISTS (SELECT 1 FROM event_hooks h WHERE h.id = outbox.hook_id)")
                     .execute(&mut **tx)
                     .await?;
+                // On PostgreSQL such a write makes its deliveries too: pending ones of a hook that
+                // is gone go the same way.
+                macro_rules! orphans {
+                    () => {
+                        "SELECT d.id FROM deliveries d WHERE d.status = 'PENDING' \
+                         AND NOT EXISTS (SELECT 1 FROM event_hooks h WHERE h.id = d.hook_id)"
+                    };
+                }
+                sqlx::query(concat!("DELETE FROM outbox WHERE delivery_id IN (", orphans!(), ")")).execute(&mut **tx).await?;
+                sqlx::query(concat!("DELETE FROM deliveries WHERE id IN (", orphans!(), ")")).execute(&mut **tx).await?;
                 tx.commit().await?;
                 let mut events = 0u64;
                 loop {
@@ -1367,7 +1391,7 @@ impl UserRows {
 }
 
 /// Events as the columns of a PostgreSQL insert over `unnest`, with one (event uuid, hook id)
-/// pair per outbox row `router` routes.
+/// pair per outbox row `router` routes, and ids enough for the deliveries those rows make.
 pub(crate) struct EventRows<'a> {
     pub uuids: Vec<&'a str>,
     pub published: Vec<i64>,
@@ -1375,6 +1399,12 @@ pub(crate) struct EventRows<'a> {
     pub data: Vec<String>,
     pub routed_uuid: Vec<&'a str>,
     pub routed_hook: Vec<String>,
+    /// One id for each delivery the routed rows could fill: per hook, one per
+    /// [`MAX_EVENTS_PER_DELIVERY`](crate::MAX_EVENTS_PER_DELIVERY) rows or part of it. A
+    /// statement that writes only some of the events uses fewer.
+    pub delivery_ids: Vec<String>,
+    /// When the deliveries are made (ms): they are due at once.
+    pub now: i64,
 }
 
 impl EventRows<'_> {
@@ -1393,7 +1423,40 @@ impl EventRows<'_> {
             .bind(&self.routed_hook)
             .bind(tag)
     }
+
+    /// Binds what [`pg_deliveries_sql!`] needs after the statement's other parameters: the
+    /// delivery ids, the time and the events per delivery.
+    pub(crate) fn bind_deliveries<'q>(
+        &'q self,
+        q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        q.bind(&self.delivery_ids).bind(self.now).bind(crate::MAX_EVENTS_PER_DELIVERY)
+    }
 }
+
+/// The part of a PostgreSQL write statement that queues the events of CTE `e` (`seq`, `uuid`,
+/// `published`): each routed pair (`$5`, `$6`) becomes an outbox row already in a delivery of
+/// up to `$size` events, and the deliveries are written with them, due at `$now`, with ids
+/// from `$ids` (see [`EventRows::bind_deliveries`]). The dispatcher has nothing to form for
+/// such writes: its next round leases them. Defines CTE `o` (one row per outbox row).
+macro_rules! pg_deliveries_sql {
+    ($ids:literal, $now:literal, $size:literal) => {
+        concat!(
+            "ro AS (SELECT t.hook_id, e.seq, e.published, \
+               (row_number() OVER (PARTITION BY t.hook_id ORDER BY e.seq) - 1) / ", $size, "::bigint AS chunk \
+               FROM e JOIN unnest($5::text[], $6::text[]) AS t (uuid, hook_id) ON t.uuid = e.uuid), \
+             gr AS (SELECT hook_id, chunk, count(*) AS n, row_number() OVER (ORDER BY hook_id, chunk) AS k \
+               FROM ro GROUP BY hook_id, chunk), \
+             dl AS (INSERT INTO deliveries (id, hook_id, kind, status, attempts, event_count, created, event_time, next_attempt_at) \
+               SELECT (", $ids, "::text[])[gr.k::int], gr.hook_id, 'event', 'PENDING', 0, gr.n, ", $now, "::bigint, ", $now, "::bigint, ", $now, "::bigint \
+               FROM gr RETURNING 1), \
+             o AS (INSERT INTO outbox (hook_id, event_seq, created, delivery_id) \
+               SELECT ro.hook_id, ro.seq, ro.published, (", $ids, "::text[])[gr.k::int] \
+               FROM ro JOIN gr ON gr.hook_id = ro.hook_id AND gr.chunk = ro.chunk ORDER BY ro.seq RETURNING 1)"
+        )
+    };
+}
+pub(crate) use pg_deliveries_sql;
 
 pub(crate) fn event_rows<'a>(
     router: Option<&dyn EventRouter>,
@@ -1406,6 +1469,8 @@ pub(crate) fn event_rows<'a>(
         data: Vec::with_capacity(events.len()),
         routed_uuid: Vec::new(),
         routed_hook: Vec::new(),
+        delivery_ids: Vec::new(),
+        now: Timestamp::now().millis(),
     };
     for ev in events {
         let targets = router.map(|r| r.route(ev)).unwrap_or_default();
@@ -1418,10 +1483,20 @@ pub(crate) fn event_rows<'a>(
         rows.published.push(ev.published.millis());
         rows.types.push(ev.event_type.as_str());
     }
+    let mut per_hook: Vec<(&str, i64)> = Vec::new();
+    for hook in &rows.routed_hook {
+        match per_hook.iter_mut().find(|(h, _)| *h == hook.as_str()) {
+            Some((_, n)) => *n += 1,
+            None => per_hook.push((hook.as_str(), 1)),
+        }
+    }
+    let needed: i64 =
+        per_hook.iter().map(|(_, n)| (n + crate::MAX_EVENTS_PER_DELIVERY - 1) / crate::MAX_EVENTS_PER_DELIVERY).sum();
+    rows.delivery_ids = (0..needed).map(|_| haken_core::log_event::new_uuid()).collect();
     Ok(rows)
 }
 
-/// PostgreSQL's event insert: the events, their outbox rows and the wake-up for other nodes in
+/// PostgreSQL's event insert: the events, their deliveries and the wake-up for other nodes in
 /// one statement, so a write costs the same round trips however many events it carries.
 impl PgBackend {
     /// The hooks revision as stored (0 before any hook).
@@ -1470,14 +1545,14 @@ impl PgBackend {
         let ev = event_rows(router.map(|r| r.as_ref()), events)?;
         // Rows go in in array order, so `seq` follows the events' order.
         macro_rules! events_sql {
-            () => {
-                "e AS (INSERT INTO log_events (uuid, published, event_type, data) \
-               SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) RETURNING seq, uuid, published), \
-             o AS (INSERT INTO outbox (hook_id, event_seq, created) \
-               SELECT t.hook_id, e.seq, e.published FROM e JOIN unnest($5::text[], $6::text[]) AS t (uuid, hook_id) ON t.uuid = e.uuid \
-               RETURNING 1) \
-             SELECT n, CASE WHEN n > 0 THEN (SELECT count(*) FROM pg_notify('haken_outbox', $7)) END \
-             FROM (SELECT count(*) AS n FROM o) c"
+            ($ids:literal, $now:literal, $size:literal) => {
+                concat!(
+                    "e AS (INSERT INTO log_events (uuid, published, event_type, data) \
+                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) RETURNING seq, uuid, published), ",
+                    pg_deliveries_sql!($ids, $now, $size),
+                    " SELECT n, CASE WHEN n > 0 THEN (SELECT count(*) FROM pg_notify('haken_outbox', $7)) END \
+                     FROM (SELECT count(*) AS n FROM o) c"
+                )
             };
         }
         let sql = if users.is_some() {
@@ -1487,10 +1562,10 @@ impl PgBackend {
                FROM unnest($8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::text[], $14::text[]) \
                AS v (id, login_lower, status, last_updated, data, email_key, name_key) \
                WHERE users.id = v.id RETURNING 1), ",
-                events_sql!()
+                events_sql!("$15", "$16", "$17")
             )
         } else {
-            concat!("WITH ", events_sql!())
+            concat!("WITH ", events_sql!("$8", "$9", "$10"))
         };
         let q = ev.bind(sqlx::query(sql), hooks.tag.0.as_str());
         let q = match users {
@@ -1499,6 +1574,7 @@ impl PgBackend {
             }
             None => q,
         };
+        let q = ev.bind_deliveries(q);
         let row = q.fetch_one(&mut **tx).await?;
         Ok(row.try_get::<i64, _>(0)? > 0)
     }

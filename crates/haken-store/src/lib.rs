@@ -157,6 +157,11 @@ pub trait EventRouter: Send + Sync + 'static {
     fn route(&self, event: &LogEvent) -> Vec<String>;
 }
 
+/// Most events one delivery carries (spec 1.3: up to 50 events a request). PostgreSQL writers
+/// make their deliveries with this many at most; the dispatcher forms the rest by its own
+/// setting.
+pub const MAX_EVENTS_PER_DELIVERY: i64 = 50;
+
 /// What the backends share with the delivery engine: the router and the wake-up signal
 /// given after a commit that queued deliveries.
 #[derive(Default)]

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use haken_core::User;
 use sqlx::{PgPool, Row};
 
-use crate::backend::UserRows;
+use crate::backend::{UserRows, pg_deliveries_sql};
 use crate::{Change, HookRuntime, PgBackend, StoreError, UserColumns, decode};
 
 /// Most changes in one transaction.
@@ -286,11 +286,12 @@ const OPTIMISTIC_TRIES: usize = 3;
 
 /// Writes `users` rows only where they still hold the text the changes were computed on
 /// (`expected`), or, with no new `data`, only checks that; writes the events of the users
-/// written, with their outbox rows, and wakes other nodes. Nothing is written when the hooks
+/// written, with their deliveries, and wakes other nodes. Nothing is written when the hooks
 /// revision is not `$16` (the events were routed by other hooks; -1: no routing). Returns
 /// whether the revision held, the ids written, the ids checked, and the rows of the other
 /// users as the statement's snapshot has them.
-const WRITE_KNOWN_SQL: &str = "\
+const WRITE_KNOWN_SQL: &str = concat!(
+    "\
 WITH v AS (
     SELECT * FROM unnest($8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::text[], $14::text[], $15::text[])
         AS v (id, login_lower, status, last_updated, data, email_key, name_key, expected)
@@ -315,11 +316,9 @@ e AS (
     WHERE t.owner IN (SELECT id FROM u) ORDER BY t.ord
     RETURNING seq, uuid, published
 ),
-o AS (
-    INSERT INTO outbox (hook_id, event_seq, created)
-    SELECT t.hook_id, e.seq, e.published FROM e JOIN unnest($5::text[], $6::text[]) AS t (uuid, hook_id) ON t.uuid = e.uuid
-    RETURNING 1
-),
+",
+    pg_deliveries_sql!("$18", "$19", "$20"),
+    ",
 n AS (SELECT count(*) AS n FROM o),
 s AS (
     SELECT users.id, users.data FROM users JOIN v ON users.id = v.id
@@ -328,7 +327,8 @@ s AS (
 SELECT (SELECT ok FROM go), ARRAY(SELECT id FROM u), ARRAY(SELECT id FROM k),
     ARRAY(SELECT id FROM s ORDER BY id), ARRAY(SELECT data FROM s ORDER BY id),
     n.n, CASE WHEN n.n > 0 THEN (SELECT count(*) FROM pg_notify('haken_outbox', $7)) END
-FROM n";
+FROM n"
+);
 
 /// The optimistic way (see the module's notes). Answers every job it writes (or that needs no
 /// write) and returns the others, for the locked way; sets `routed` when a write queued
@@ -493,6 +493,7 @@ async fn try_known(
             .bind(&rows.expected)
             .bind(rev)
             .bind(&owners);
+        let q = ev.bind_deliveries(q);
         let row = match q.fetch_one(pool).await {
             Ok(row) => row,
             // Another node's statement took the same rows in the other order; PostgreSQL

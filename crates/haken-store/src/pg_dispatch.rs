@@ -1,20 +1,64 @@
-//! PostgreSQL: a dispatcher round in a few statements, each atomic on its own. Forming
-//! deliveries from routed events is one statement for every hook; leasing the due ones of
-//! every hook with room is another, and it returns each delivery's events with it. A round
-//! used to be a transaction of a dozen round trips plus one more per delivery for its events;
-//! on a busy node those round trips were most of the dispatcher's cost, on both sides.
+//! PostgreSQL: a dispatcher round in a few statements, each atomic on its own. Leasing the
+//! due deliveries of every hook with room is one statement, and it returns each delivery's
+//! events with it. A round used to be a transaction of a dozen round trips plus one more per
+//! delivery for its events; on a busy node those round trips were most of the dispatcher's
+//! cost, on both sides.
+//!
+//! Writers put their events into deliveries themselves (`pg_deliveries_sql!`), so most rounds
+//! have nothing to form. Forming (one statement for every hook, which also reads the hooks
+//! revision) runs only when there may be work for it or the hooks may have changed: at a
+//! node's first round, after a backfill queued events without deliveries, when the router's
+//! revision (which every write checks) is not the one the dispatcher holds, and at least
+//! every [`FORM_SWEEP_MS`] — which also forms what a node that died before forming left, and
+//! picks up hooks another node changed while this one wrote nothing.
 //!
 //! Nothing here needs the statements to share a transaction: a formed delivery is an ordinary
 //! pending delivery whoever leases it, and a lease is taken row by row with `SKIP LOCKED`, so
 //! nodes working at the same moment never take the same rows.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use haken_core::hook::EventHook;
 use serde_json::value::RawValue;
 use sqlx::Row;
 
 use crate::{Claimed, DispatchRound, PgBackend, StoreError, decode};
+
+/// Longest time between two forming statements of a node (ms).
+pub(crate) const FORM_SWEEP_MS: i64 = 1_000;
+
+/// When a node's dispatcher must run its forming statement.
+#[derive(Debug)]
+pub(crate) struct Forming {
+    /// Set when something queued events without a delivery (a backfill), or forming left some.
+    due: AtomicBool,
+    /// When forming last ran (ms).
+    at: AtomicI64,
+}
+
+impl Default for Forming {
+    fn default() -> Self {
+        Forming { due: AtomicBool::new(true), at: AtomicI64::new(i64::MIN) }
+    }
+}
+
+impl Forming {
+    /// Asks the next round to form.
+    pub(crate) fn request(&self) {
+        self.due.store(true, Ordering::Release);
+    }
+
+    /// Whether a round at `now`, holding hooks of revision `held` while the router has
+    /// `router_rev`, must form; clears the request it consumes.
+    fn take(&self, now: i64, held: i64, router_rev: Option<i64>) -> bool {
+        let requested = self.due.swap(false, Ordering::AcqRel);
+        requested
+            || held == i64::MIN
+            || router_rev.is_some_and(|r| r >= 0 && r != held)
+            || now.saturating_sub(self.at.load(Ordering::Acquire)) >= FORM_SWEEP_MS
+    }
+}
 
 /// Most deliveries one round forms (ids are made here, so they are time-ordered like every
 /// other id of the store). What is left waits for the next round, which comes at once.
@@ -76,18 +120,10 @@ RETURNING deliveries.*,
           WHERE o.delivery_id = deliveries.id ORDER BY o.seq) AS stored_events";
 
 impl PgBackend {
-    /// One dispatcher round: form deliveries from newly routed events, then lease, per hook
-    /// with room, the deliveries due now.
-    pub(crate) async fn dispatch_round(
-        &self,
-        now: i64,
-        max_events: i64,
-        node: &str,
-        lease_until: i64,
-        room: &(dyn Fn(&EventHook) -> u32 + Send + Sync),
-    ) -> Result<DispatchRound, StoreError> {
+    /// Forms deliveries from routed events that have none, and returns the receiving hooks
+    /// (read again when their revision is not `held`).
+    async fn form(&self, now: i64, max_events: i64, held: i64) -> Result<Arc<Vec<EventHook>>, StoreError> {
         let ids: Vec<String> = (0..FORM_IDS).map(|_| haken_core::log_event::new_uuid()).collect();
-        let held = self.dispatch_hooks.lock().map(|h| h.0).unwrap_or(i64::MIN);
         let formed = sqlx::query(FORM_SQL)
             .bind(max_events)
             .bind(now)
@@ -96,8 +132,14 @@ impl PgBackend {
             .bind(held)
             .fetch_one(&self.work)
             .await?;
+        self.forming.at.store(now, Ordering::Release);
+        // Every id taken: more may wait, and the next round forms again at once.
+        if usize::try_from(formed.try_get::<i64, _>(0)?).is_ok_and(|n| n >= FORM_IDS) {
+            self.forming.request();
+            self.hooks.wake.notify_one();
+        }
         let rev: i64 = formed.try_get(2)?;
-        let hooks = match formed.try_get::<Option<Vec<String>>, _>(3)? {
+        Ok(match formed.try_get::<Option<Vec<String>>, _>(3)? {
             Some(texts) => {
                 let hooks = Arc::new(texts.iter().map(|t| decode(t)).collect::<Result<Vec<EventHook>, _>>()?);
                 if let Ok(mut h) = self.dispatch_hooks.lock() {
@@ -106,6 +148,32 @@ impl PgBackend {
                 hooks
             }
             None => self.dispatch_hooks.lock().map(|h| h.1.clone()).unwrap_or_default(),
+        })
+    }
+
+    /// One dispatcher round: form deliveries from routed events that have none (when there
+    /// may be some, see the module's notes), then lease, per hook with room, the deliveries
+    /// due now.
+    pub(crate) async fn dispatch_round(
+        &self,
+        now: i64,
+        max_events: i64,
+        node: &str,
+        lease_until: i64,
+        room: &(dyn Fn(&EventHook) -> u32 + Send + Sync),
+    ) -> Result<DispatchRound, StoreError> {
+        let held = self.dispatch_hooks.lock().map(|h| h.0).unwrap_or(i64::MIN);
+        let router_rev = self.hooks.router.get().map(|r| r.revision());
+        let hooks = if self.forming.take(now, held, router_rev) {
+            match self.form(now, max_events, held).await {
+                Ok(hooks) => hooks,
+                Err(e) => {
+                    self.forming.request();
+                    return Err(e);
+                }
+            }
+        } else {
+            self.dispatch_hooks.lock().map(|h| h.1.clone()).unwrap_or_default()
         };
         let mut open: Vec<&EventHook> = Vec::with_capacity(hooks.len());
         let (mut hook_ids, mut rooms, mut untils) = (Vec::new(), Vec::new(), Vec::new());

@@ -622,3 +622,59 @@ async fn a_second_nodes_first_change_reaches_the_hooks() {
     b.stop().await;
     a.stop().await;
 }
+
+/// On PostgreSQL a write makes its deliveries itself; one that raced a hook's deletion leaves
+/// a pending delivery for a hook that is gone. Retention removes it with its outbox rows, and
+/// leaves pending deliveries of live hooks alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_removes_deliveries_of_a_deleted_hook() {
+    if !crate::harness::postgres_available().await {
+        return;
+    }
+    let rx = Receiver::start().await;
+    let s = TestServer::start(Backend::Postgres).await;
+    let live = ready_hook(&s, hook_body("live", &rx.url, &["user.lifecycle.create"])).await;
+    make_user(&s, "orphaned@example.org").await;
+    let pool = s.store().pg_pool().expect("postgres").clone();
+    let far = haken_core::Timestamp::now().millis() + 3_600_000;
+    for (id, hook) in [("orphan-delivery", "gone-hook"), ("future-delivery", live.as_str())] {
+        sqlx::query(
+            "INSERT INTO deliveries (id, hook_id, kind, status, attempts, event_count, created, event_time, next_attempt_at) \
+             VALUES ($1, $2, 'event', 'PENDING', 0, 1, 0, 0, $3)",
+        )
+        .bind(id)
+        .bind(hook)
+        .bind(far)
+        .execute(&pool)
+        .await
+        .expect("delivery");
+        sqlx::query(
+            "INSERT INTO outbox (hook_id, event_seq, created, delivery_id) SELECT $1, max(seq), 0, $2 FROM log_events",
+        )
+        .bind(hook)
+        .bind(id)
+        .execute(&pool)
+        .await
+        .expect("outbox row");
+    }
+    s.store().purge(0, 0).await.expect("purge");
+    let left = |id: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let d: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+            let o: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE delivery_id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+            (d, o)
+        }
+    };
+    assert_eq!(left("orphan-delivery").await, (0, 0), "a gone hook's delivery and its rows are removed");
+    assert_eq!(left("future-delivery").await, (1, 1), "a live hook's pending delivery stays");
+    s.stop().await;
+}
