@@ -5,7 +5,8 @@
 //! expire and another node (or the same one, restarted) sends again — at least once.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use haken_core::Timestamp;
@@ -52,7 +53,16 @@ pub struct Dispatcher {
     client: OutboundClient,
     config: DispatcherConfig,
     in_flight: Mutex<HashMap<String, u32>>,
-    tasks: tokio::sync::Mutex<tokio::task::JoinSet<()>>,
+    tasks: Mutex<tokio::task::JoinSet<()>>,
+    /// The receiving hooks of the last round and their revision: deliveries a write hands over
+    /// (PostgreSQL) are taken only for hooks of the revision that write was routed by.
+    held: Mutex<(i64, HashMap<String, Arc<EventHook>>)>,
+    /// Set at shutdown: nothing more is taken or started.
+    stopping: AtomicBool,
+    /// Set when work may be waiting for an in-flight slot (a round used all the room it was
+    /// offered, or a write found none): a slot that comes free then wakes a round. Without it,
+    /// rounds come from commits, other nodes' wake-ups and due times.
+    starved: AtomicBool,
     /// When the queue gauges were last refreshed (ms).
     stats_at: std::sync::atomic::AtomicI64,
 }
@@ -69,8 +79,10 @@ impl Drop for Slot<'_> {
         {
             *n = n.saturating_sub(1);
         }
-        // A slot came free: look for more work of this hook.
-        self.dispatcher.store.wake();
+        // A slot came free: look for more work, if some may be waiting for room.
+        if self.dispatcher.starved.load(Ordering::Acquire) {
+            self.dispatcher.store.wake();
+        }
     }
 }
 
@@ -81,7 +93,10 @@ impl Dispatcher {
             client,
             config,
             in_flight: Mutex::new(HashMap::new()),
-            tasks: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
+            tasks: Mutex::new(tokio::task::JoinSet::new()),
+            held: Mutex::new((i64::MIN, HashMap::new())),
+            stopping: AtomicBool::new(false),
+            starved: AtomicBool::new(true),
             stats_at: std::sync::atomic::AtomicI64::new(0),
         })
     }
@@ -114,6 +129,8 @@ impl Dispatcher {
                 }
             });
         }
+        me.store
+            .install_intake(Arc::new(LocalIntake { dispatcher: Arc::downgrade(&me), node: me.config.node_id.clone() }));
         tokio::spawn(async move {
             // Leases held under this node's id belong to a process that is gone (this is a
             // restart): take them back now instead of waiting for them to expire.
@@ -146,7 +163,8 @@ impl Dispatcher {
                     _ = shutdown.wait_for(|s| *s) => {}
                 }
             }
-            let mut tasks = me.tasks.lock().await;
+            me.stopping.store(true, Ordering::Release);
+            let mut tasks = me.tasks.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
             let drain = async { while tasks.join_next().await.is_some() {} };
             if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
                 tracing::warn!(
@@ -162,31 +180,48 @@ impl Dispatcher {
     async fn round(self: &Arc<Self>) -> Result<Option<i64>, haken_store::StoreError> {
         let now = Timestamp::now().millis();
         let lease_until = now + i64::try_from(self.config.lease.as_millis()).unwrap_or(60_000);
-        let busy: HashMap<String, u32> = self.in_flight.lock().map(|m| m.clone()).unwrap_or_default();
-        let round = self
+        // The room a round offers is taken at once, so writes handing deliveries over at the
+        // same moment (PostgreSQL) cannot take it too; what the round does not lease goes back.
+        let offered: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
+        let (me, taken) = (self.clone(), offered.clone());
+        let result = self
             .store
             .dispatch_round(now, self.config.max_events_per_delivery, &self.config.node_id, lease_until, move |hook| {
-                hook.delivery.max_in_flight.max(1).saturating_sub(busy.get(&hook.id).copied().unwrap_or(0))
+                let n = me.take_slots(hook);
+                if let Ok(mut t) = taken.lock() {
+                    t.push((hook.id.clone(), n));
+                }
+                n
             })
-            .await?;
+            .await;
+        let offered = offered.lock().map(|mut o| std::mem::take(&mut *o)).unwrap_or_default();
+        let round = match result {
+            Ok(round) => round,
+            Err(e) => {
+                for (hook_id, n) in &offered {
+                    self.put_slots(hook_id, *n);
+                }
+                return Err(e);
+            }
+        };
+        let mut starved = false;
+        for (hook_id, n) in &offered {
+            let used = round.claimed.iter().find(|(h, _)| h.id == *hook_id).map_or(0, |(_, c)| c.len() as u32);
+            starved |= used >= *n;
+            self.put_slots(hook_id, n.saturating_sub(used));
+        }
+        self.starved.store(starved, Ordering::Release);
         let next = round.next_due;
-        if !round.claimed.is_empty() {
-            let mut tasks = self.tasks.lock().await;
-            while tasks.try_join_next().is_some() {}
-            for (hook, claimed) in round.claimed {
-                if let Ok(mut m) = self.in_flight.lock() {
-                    *m.entry(hook.id.clone()).or_insert(0) += claimed.len() as u32;
-                }
-                for c in claimed {
-                    let me = self.clone();
-                    let hook = hook.clone();
-                    tasks.spawn(async move {
-                        let _slot = Slot { dispatcher: &me, hook_id: hook.id.clone() };
-                        if let Err(e) = me.deliver(&hook, c).await {
-                            tracing::warn!(hook_id = %hook.id, error = %e, "Could not record a delivery attempt; its lease will expire and it will be sent again.");
-                        }
-                    });
-                }
+        if let Some((rev, hooks)) = round.hooks
+            && let Ok(mut held) = self.held.lock()
+            && held.0 != rev
+        {
+            *held = (rev, hooks.iter().map(|h| (h.id.clone(), Arc::new(h.clone()))).collect());
+        }
+        for (hook, claimed) in round.claimed {
+            let hook = Arc::new(hook);
+            for c in claimed {
+                self.start(hook.clone(), c);
             }
         }
         if self.stats_due()
@@ -196,6 +231,39 @@ impl Dispatcher {
             metrics::queue(stats.pending_events, age);
         }
         Ok(next)
+    }
+
+    /// Sends `claimed`, which holds one of `hook`'s in-flight slots, on a task of its own.
+    fn start(self: &Arc<Self>, hook: Arc<EventHook>, claimed: Claimed) {
+        let me = self.clone();
+        let Ok(mut tasks) = self.tasks.lock() else { return };
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            let _slot = Slot { dispatcher: &me, hook_id: hook.id.clone() };
+            if let Err(e) = me.deliver(&hook, claimed).await {
+                tracing::warn!(hook_id = %hook.id, error = %e, "Could not record a delivery attempt; its lease will expire and it will be sent again.");
+            }
+        });
+    }
+
+    /// Takes every in-flight slot `hook` has free; returns how many.
+    fn take_slots(&self, hook: &EventHook) -> u32 {
+        let Ok(mut in_flight) = self.in_flight.lock() else { return 0 };
+        let n = in_flight.entry(hook.id.clone()).or_insert(0);
+        let free = hook.delivery.max_in_flight.max(1).saturating_sub(*n);
+        *n += free;
+        free
+    }
+
+    /// Gives back `n` slots of `hook_id` taken and not used (no wake-up: nothing was freed
+    /// that was not free before the taking).
+    fn put_slots(&self, hook_id: &str, n: u32) {
+        if n > 0
+            && let Ok(mut m) = self.in_flight.lock()
+            && let Some(k) = m.get_mut(hook_id)
+        {
+            *k = k.saturating_sub(n);
+        }
     }
 
     /// Sends one delivery and records the attempt.
@@ -308,6 +376,67 @@ impl Dispatcher {
                 };
                 tracing::warn!(hook_id = %hook.id, delivery_id = %delivery.id, attempts = attempt_no, error = %reason, "Delivery given up: dead letter.");
                 self.store.finish_attempt(&attempt, &AttemptOutcome::Dead { reason }, &events, stop).await.map(|_| ())
+            }
+        }
+    }
+}
+
+/// The dispatcher as the store's writers see it ([`haken_store::Intake`]): a delivery written
+/// for a hook with room is leased to this node by the write itself and started here at once.
+struct LocalIntake {
+    /// Weak: the store holds the intake, and the dispatcher holds the store.
+    dispatcher: Weak<Dispatcher>,
+    node: String,
+}
+
+impl haken_store::Intake for LocalIntake {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn reserve(&self, hook_id: &str, rev: i64, now: i64) -> Option<i64> {
+        let d = self.dispatcher.upgrade()?;
+        if d.stopping.load(Ordering::Acquire) {
+            return None;
+        }
+        let hook = {
+            let held = d.held.lock().ok()?;
+            if held.0 != rev {
+                return None;
+            }
+            held.1.get(hook_id)?.clone()
+        };
+        {
+            let mut in_flight = d.in_flight.lock().ok()?;
+            let n = in_flight.entry(hook_id.to_owned()).or_insert(0);
+            if *n >= hook.delivery.max_in_flight.max(1) {
+                d.starved.store(true, Ordering::Release);
+                return None;
+            }
+            *n += 1;
+        }
+        // As a round's lease: never ending before the attempt can.
+        let lease = now + i64::try_from(d.config.lease.as_millis()).unwrap_or(60_000);
+        let timeout = i64::try_from(hook.delivery.timeout_ms).unwrap_or(30_000);
+        Some(lease.max(now + timeout + 5_000))
+    }
+
+    fn release(&self, hook_id: &str) {
+        if let Some(d) = self.dispatcher.upgrade() {
+            d.put_slots(hook_id, 1);
+            // A round may have found no room while the write held it.
+            d.store.wake();
+        }
+    }
+
+    fn hand_over(&self, claimed: Vec<Claimed>) {
+        let Some(d) = self.dispatcher.upgrade() else { return };
+        for c in claimed {
+            let hook = d.held.lock().ok().and_then(|h| h.1.get(&c.delivery.hook_id).cloned());
+            match hook {
+                Some(hook) if !d.stopping.load(Ordering::Acquire) => d.start(hook, c),
+                // Its lease ends and a round sends it (this node's, or another's).
+                _ => d.put_slots(&c.delivery.hook_id, 1),
             }
         }
     }

@@ -16,8 +16,8 @@ use sqlx::{QueryBuilder, Row};
 use crate::pg_batch::UserBatcher;
 use crate::sqlite_writer::{Gate, Writer};
 use crate::{
-    Change, Document, EventRouter, HookRuntime, ImportRow, LogCursor, LogQuery, QueueStats, RowWrite, SignInWrite,
-    StoreError, StoreOptions, UserColumns, UserQuery, decode, encode, name_key_of, routed_json,
+    Change, Claimed, Document, EventRouter, HookRuntime, ImportRow, LogCursor, LogQuery, QueueStats, RowWrite,
+    SignInWrite, StoreError, StoreOptions, UserColumns, UserQuery, decode, encode, name_key_of, routed_json,
 };
 
 /// Embedded SQLite: one writer at a time (so commit order is `seq` order and no transaction
@@ -1391,7 +1391,7 @@ impl UserRows {
 }
 
 /// Events as the columns of a PostgreSQL insert over `unnest`, with one (event uuid, hook id)
-/// pair per outbox row `router` routes, and ids enough for the deliveries those rows make.
+/// pair per outbox row `router` routes, and a slot for each delivery those rows could fill.
 pub(crate) struct EventRows<'a> {
     pub uuids: Vec<&'a str>,
     pub published: Vec<i64>,
@@ -1399,12 +1399,19 @@ pub(crate) struct EventRows<'a> {
     pub data: Vec<String>,
     pub routed_uuid: Vec<&'a str>,
     pub routed_hook: Vec<String>,
-    /// One id for each delivery the routed rows could fill: per hook, one per
-    /// [`MAX_EVENTS_PER_DELIVERY`](crate::MAX_EVENTS_PER_DELIVERY) rows or part of it. A
-    /// statement that writes only some of the events uses fewer.
-    pub delivery_ids: Vec<String>,
+    /// Delivery slots: per hook, one per [`MAX_EVENTS_PER_DELIVERY`](crate::MAX_EVENTS_PER_DELIVERY)
+    /// routed rows or part of it (`slot_chunks` counts from 0), each with the delivery's id
+    /// and, when this node's engine reserved room for it, its lease end. A statement that
+    /// writes only some of the events uses fewer.
+    pub slot_ids: Vec<String>,
+    pub slot_hooks: Vec<String>,
+    pub slot_chunks: Vec<i64>,
+    pub slot_leases: Vec<Option<i64>>,
     /// When the deliveries are made (ms): they are due at once.
     pub now: i64,
+    /// Who holds the reservations (empty: no one).
+    intake: Option<Arc<dyn crate::Intake>>,
+    node: String,
 }
 
 impl EventRows<'_> {
@@ -1424,35 +1431,167 @@ impl EventRows<'_> {
             .bind(tag)
     }
 
-    /// Binds what [`pg_deliveries_sql!`] needs after the statement's other parameters: the
-    /// delivery ids, the time and the events per delivery.
+    /// Binds the seven parameters [`pg_deliveries_sql!`] names, after the statement's others.
     pub(crate) fn bind_deliveries<'q>(
         &'q self,
         q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        q.bind(&self.delivery_ids).bind(self.now).bind(crate::MAX_EVENTS_PER_DELIVERY)
+        q.bind(&self.slot_ids)
+            .bind(&self.slot_hooks)
+            .bind(&self.slot_chunks)
+            .bind(&self.slot_leases)
+            .bind(self.now)
+            .bind(crate::MAX_EVENTS_PER_DELIVERY)
+            .bind(&self.node)
+    }
+
+    /// Reserves room with this node's engine for the slots' deliveries, when the events were
+    /// routed by hooks revision `rev`. What the statement does not use is given back by
+    /// [`EventRows::settle`] (or when the rows are dropped unsettled).
+    pub(crate) fn reserve(&mut self, hooks: &HookRuntime, rev: i64) {
+        let Some(intake) = hooks.intake.get() else { return };
+        for (hook, lease) in self.slot_hooks.iter().zip(self.slot_leases.iter_mut()) {
+            *lease = intake.reserve(hook, rev, self.now);
+        }
+        if self.slot_leases.iter().any(Option::is_some) {
+            self.node = intake.node().to_owned();
+            self.intake = Some(intake.clone());
+        }
+    }
+
+    /// After the statement ran: gives back the reservations it did not use and returns the
+    /// deliveries it wrote leased to this node (`ids`/`uuids`: one pair per event, in order),
+    /// to hand over once the write is committed.
+    pub(crate) fn settle(&mut self, ids: &[String], uuids: &[String]) -> Result<Handover, StoreError> {
+        let Some(intake) = self.intake.take() else { return Ok(Handover::default()) };
+        let handed = self.handed(ids, uuids);
+        let used = handed.as_ref().map(|(_, used)| used.as_slice()).unwrap_or_default();
+        for (slot, lease) in self.slot_leases.iter().enumerate() {
+            if lease.is_some() && !used.get(slot).copied().unwrap_or(false) {
+                intake.release(&self.slot_hooks[slot]);
+            }
+        }
+        let (claimed, _) = handed?;
+        Ok(Handover { intake: (!claimed.is_empty()).then_some(intake), claimed })
+    }
+
+    /// The deliveries `ids`/`uuids` name, with their events, and which slots they used.
+    fn handed(&self, ids: &[String], uuids: &[String]) -> Result<(Vec<Claimed>, Vec<bool>), StoreError> {
+        let mut claimed: Vec<Claimed> = Vec::new();
+        let mut used = vec![false; self.slot_ids.len()];
+        for (id, uuid) in ids.iter().zip(uuids) {
+            if claimed.last().is_none_or(|c| c.delivery.id != *id) {
+                let slot = self
+                    .slot_ids
+                    .iter()
+                    .position(|s| s == id)
+                    .filter(|&k| self.slot_leases[k].is_some() && !used[k])
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("delivery {id} was written leased without a reservation"))
+                    })?;
+                used[slot] = true;
+                let at = Timestamp(self.now);
+                claimed.push(Claimed {
+                    delivery: Delivery {
+                        id: id.clone(),
+                        hook_id: self.slot_hooks[slot].clone(),
+                        kind: "event".into(),
+                        status: DeliveryStatus::Pending,
+                        attempts: 0,
+                        event_count: 0,
+                        created: at,
+                        event_time: at,
+                        next_attempt_at: at,
+                        last_attempt_at: None,
+                        delivered_at: None,
+                        last_status: None,
+                        last_error: None,
+                    },
+                    inline_events: None,
+                    stored_events: Some(Vec::new()),
+                });
+            }
+            let event = self.uuids.iter().position(|u| u == uuid).ok_or_else(|| {
+                StoreError::Corrupt(format!("delivery {id} holds event {uuid}, which the write did not carry"))
+            })?;
+            let raw = serde_json::value::RawValue::from_string(self.data[event].clone())
+                .map_err(|e| StoreError::Corrupt(format!("event {uuid}: {e}")))?;
+            if let Some(c) = claimed.last_mut() {
+                c.delivery.event_count += 1;
+                c.stored_events.get_or_insert_with(Vec::new).push(raw);
+            }
+        }
+        Ok((claimed, used))
+    }
+}
+
+impl Drop for EventRows<'_> {
+    /// Rows dropped unsettled (the statement failed): every reservation goes back.
+    fn drop(&mut self) {
+        if let Some(intake) = self.intake.take() {
+            for (hook, lease) in self.slot_hooks.iter().zip(&self.slot_leases) {
+                if lease.is_some() {
+                    intake.release(hook);
+                }
+            }
+        }
+    }
+}
+
+/// Deliveries a statement wrote leased to this node, for its engine once the write is
+/// committed. Dropped without [`Handover::give`] (the commit failed), their slots go back; a
+/// delivery written all the same is leased again when its lease ends.
+#[derive(Default)]
+pub(crate) struct Handover {
+    intake: Option<Arc<dyn crate::Intake>>,
+    claimed: Vec<Claimed>,
+}
+
+impl Handover {
+    pub(crate) fn give(mut self) {
+        if let Some(intake) = self.intake.take() {
+            intake.hand_over(std::mem::take(&mut self.claimed));
+        }
+    }
+}
+
+impl Drop for Handover {
+    fn drop(&mut self) {
+        if let Some(intake) = self.intake.take() {
+            for c in &self.claimed {
+                intake.release(&c.delivery.hook_id);
+            }
+        }
     }
 }
 
 /// The part of a PostgreSQL write statement that queues the events of CTE `e` (`seq`, `uuid`,
 /// `published`): each routed pair (`$5`, `$6`) becomes an outbox row already in a delivery of
-/// up to `$size` events, and the deliveries are written with them, due at `$now`, with ids
-/// from `$ids` (see [`EventRows::bind_deliveries`]). The dispatcher has nothing to form for
-/// such writes: its next round leases them. Defines CTE `o` (one row per outbox row).
+/// up to `$size` events, and the deliveries are written with them, due at `$now`. Each
+/// (hook, chunk) takes its id and lease end from the slots (`$ids`, `$hooks`, `$chunks`,
+/// `$leases`; see [`EventRows::bind_deliveries`]); a leased one is leased to `$node`, and CTE
+/// `hd` names its events. The dispatcher has nothing to form for such writes. Defines CTEs
+/// `ro`, `sl`, `gr`, `dl`, `o` (one row per outbox row) and `hd`.
 macro_rules! pg_deliveries_sql {
-    ($ids:literal, $now:literal, $size:literal) => {
+    ($ids:literal, $hooks:literal, $chunks:literal, $leases:literal, $now:literal, $size:literal, $node:literal) => {
         concat!(
-            "ro AS (SELECT t.hook_id, e.seq, e.published, \
+            "ro AS (SELECT t.hook_id, t.uuid, e.seq, e.published, \
                (row_number() OVER (PARTITION BY t.hook_id ORDER BY e.seq) - 1) / ", $size, "::bigint AS chunk \
                FROM e JOIN unnest($5::text[], $6::text[]) AS t (uuid, hook_id) ON t.uuid = e.uuid), \
-             gr AS (SELECT hook_id, chunk, count(*) AS n, row_number() OVER (ORDER BY hook_id, chunk) AS k \
-               FROM ro GROUP BY hook_id, chunk), \
-             dl AS (INSERT INTO deliveries (id, hook_id, kind, status, attempts, event_count, created, event_time, next_attempt_at) \
-               SELECT (", $ids, "::text[])[gr.k::int], gr.hook_id, 'event', 'PENDING', 0, gr.n, ", $now, "::bigint, ", $now, "::bigint, ", $now, "::bigint \
-               FROM gr RETURNING 1), \
+             sl AS (SELECT * FROM unnest(", $ids, "::text[], ", $hooks, "::text[], ", $chunks, "::bigint[], ", $leases, "::bigint[]) \
+               AS sl (id, hook_id, chunk, lease_until)), \
+             gr AS (SELECT g.hook_id, g.chunk, g.n, sl.id, sl.lease_until \
+               FROM (SELECT hook_id, chunk, count(*) AS n FROM ro GROUP BY hook_id, chunk) g \
+               LEFT JOIN sl ON sl.hook_id = g.hook_id AND sl.chunk = g.chunk), \
+             dl AS (INSERT INTO deliveries (id, hook_id, kind, status, attempts, event_count, created, event_time, \
+               next_attempt_at, lease_owner, lease_until) \
+               SELECT gr.id, gr.hook_id, 'event', 'PENDING', 0, gr.n, ", $now, "::bigint, ", $now, "::bigint, ", $now, "::bigint, \
+               CASE WHEN gr.lease_until IS NOT NULL THEN ", $node, "::text END, gr.lease_until FROM gr RETURNING 1), \
              o AS (INSERT INTO outbox (hook_id, event_seq, created, delivery_id) \
-               SELECT ro.hook_id, ro.seq, ro.published, (", $ids, "::text[])[gr.k::int] \
-               FROM ro JOIN gr ON gr.hook_id = ro.hook_id AND gr.chunk = ro.chunk ORDER BY ro.seq RETURNING 1)"
+               SELECT ro.hook_id, ro.seq, ro.published, gr.id \
+               FROM ro JOIN gr ON gr.hook_id = ro.hook_id AND gr.chunk = ro.chunk ORDER BY ro.seq RETURNING 1), \
+             hd AS (SELECT gr.id, ro.uuid, ro.seq FROM ro JOIN gr ON gr.hook_id = ro.hook_id AND gr.chunk = ro.chunk \
+               WHERE gr.lease_until IS NOT NULL)"
         )
     };
 }
@@ -1469,8 +1608,13 @@ pub(crate) fn event_rows<'a>(
         data: Vec::with_capacity(events.len()),
         routed_uuid: Vec::new(),
         routed_hook: Vec::new(),
-        delivery_ids: Vec::new(),
+        slot_ids: Vec::new(),
+        slot_hooks: Vec::new(),
+        slot_chunks: Vec::new(),
+        slot_leases: Vec::new(),
         now: Timestamp::now().millis(),
+        intake: None,
+        node: String::new(),
     };
     for ev in events {
         let targets = router.map(|r| r.route(ev)).unwrap_or_default();
@@ -1490,9 +1634,14 @@ pub(crate) fn event_rows<'a>(
             None => per_hook.push((hook.as_str(), 1)),
         }
     }
-    let needed: i64 =
-        per_hook.iter().map(|(_, n)| (n + crate::MAX_EVENTS_PER_DELIVERY - 1) / crate::MAX_EVENTS_PER_DELIVERY).sum();
-    rows.delivery_ids = (0..needed).map(|_| haken_core::log_event::new_uuid()).collect();
+    for (hook, n) in per_hook {
+        for chunk in 0..(n + crate::MAX_EVENTS_PER_DELIVERY - 1) / crate::MAX_EVENTS_PER_DELIVERY {
+            rows.slot_ids.push(haken_core::log_event::new_uuid());
+            rows.slot_hooks.push(hook.to_owned());
+            rows.slot_chunks.push(chunk);
+            rows.slot_leases.push(None);
+        }
+    }
     Ok(rows)
 }
 
@@ -1515,23 +1664,28 @@ impl PgBackend {
         events: &[LogEvent],
     ) -> Result<bool, StoreError> {
         if events.is_empty() || self.hooks.router.get().is_none() {
-            return Self::insert_events_at(&self.hooks, tx, events, None, None).await;
+            return Ok(Self::insert_events_at(&self.hooks, tx, events, None, None, false).await?.0);
         }
         let rev = Self::hooks_rev(tx).await?;
-        Self::insert_events_at(&self.hooks, tx, events, Some(rev), None).await
+        Ok(Self::insert_events_at(&self.hooks, tx, events, Some(rev), None, false).await?.0)
     }
 
     /// [`PgBackend::insert_events`] with the hooks revision already read in this transaction.
     /// With `users`, the same statement also writes those user rows (a batch of changes).
+    /// With `hand_over`, deliveries for hooks this node's engine has room for are written leased
+    /// to it and returned, for [`Handover::give`] after the commit. The flag returned says
+    /// whether deliveries were made that were not handed over (other nodes are woken for those
+    /// only).
     pub(crate) async fn insert_events_at(
         hooks: &HookRuntime,
         tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
         events: &[LogEvent],
         rev: Option<i64>,
         users: Option<UserRows>,
-    ) -> Result<bool, StoreError> {
+        hand_over: bool,
+    ) -> Result<(bool, Handover), StoreError> {
         if events.is_empty() && users.is_none() {
-            return Ok(false);
+            return Ok((false, Handover::default()));
         }
         let router = hooks.router.get();
         if let (Some(router), Some(rev)) = (router, rev)
@@ -1542,16 +1696,20 @@ impl PgBackend {
                 rows.iter().map(|r| decode(&r.try_get::<String, _>(0)?)).collect::<Result<Vec<_>, StoreError>>()?;
             router.refresh(rev, hooks);
         }
-        let ev = event_rows(router.map(|r| r.as_ref()), events)?;
+        let mut ev = event_rows(router.map(|r| r.as_ref()), events)?;
+        if let (true, Some(rev)) = (hand_over, rev) {
+            ev.reserve(hooks, rev);
+        }
         // Rows go in in array order, so `seq` follows the events' order.
         macro_rules! events_sql {
-            ($ids:literal, $now:literal, $size:literal) => {
+            ($ids:literal, $hooks:literal, $chunks:literal, $leases:literal, $now:literal, $size:literal, $node:literal) => {
                 concat!(
                     "e AS (INSERT INTO log_events (uuid, published, event_type, data) \
                      SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) RETURNING seq, uuid, published), ",
-                    pg_deliveries_sql!($ids, $now, $size),
-                    " SELECT n, CASE WHEN n > 0 THEN (SELECT count(*) FROM pg_notify('haken_outbox', $7)) END \
-                     FROM (SELECT count(*) AS n FROM o) c"
+                    pg_deliveries_sql!($ids, $hooks, $chunks, $leases, $now, $size, $node),
+                    " SELECT n - h, CASE WHEN n > h THEN (SELECT count(*) FROM pg_notify('haken_outbox', $7)) END, \
+                     ARRAY(SELECT id FROM hd ORDER BY id, seq), ARRAY(SELECT uuid FROM hd ORDER BY id, seq) \
+                     FROM (SELECT count(*) AS n, (SELECT count(*) FROM hd) AS h FROM o) c"
                 )
             };
         }
@@ -1562,10 +1720,10 @@ impl PgBackend {
                FROM unnest($8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::text[], $14::text[]) \
                AS v (id, login_lower, status, last_updated, data, email_key, name_key) \
                WHERE users.id = v.id RETURNING 1), ",
-                events_sql!("$15", "$16", "$17")
+                events_sql!("$15", "$16", "$17", "$18", "$19", "$20", "$21")
             )
         } else {
-            concat!("WITH ", events_sql!("$8", "$9", "$10"))
+            concat!("WITH ", events_sql!("$8", "$9", "$10", "$11", "$12", "$13", "$14"))
         };
         let q = ev.bind(sqlx::query(sql), hooks.tag.0.as_str());
         let q = match users {
@@ -1576,7 +1734,10 @@ impl PgBackend {
         };
         let q = ev.bind_deliveries(q);
         let row = q.fetch_one(&mut **tx).await?;
-        Ok(row.try_get::<i64, _>(0)? > 0)
+        // Routed: deliveries were made that were not handed over, for a round to lease.
+        let routed = row.try_get::<i64, _>(0)? > 0;
+        let handed: (Vec<String>, Vec<String>) = (row.try_get(2)?, row.try_get(3)?);
+        Ok((routed, ev.settle(&handed.0, &handed.1)?))
     }
 }
 

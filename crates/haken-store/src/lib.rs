@@ -157,6 +157,24 @@ pub trait EventRouter: Send + Sync + 'static {
     fn route(&self, event: &LogEvent) -> Vec<String>;
 }
 
+/// A node's delivery engine as PostgreSQL writers see it. A write that makes a delivery for a
+/// hook with room leases it to this node in its own statement and hands it over after commit,
+/// so it goes out without waiting for a lease round. What is not handed over (no room, a hooks
+/// revision the engine does not hold, a failed write) waits for a round as before; a handed
+/// delivery that is never sent is leased again when its lease ends, like any other.
+pub trait Intake: Send + Sync + 'static {
+    /// The node leases are taken under.
+    fn node(&self) -> &str;
+    /// Takes an in-flight slot of `hook_id` for a delivery that a write, routed by hooks
+    /// revision `rev`, is about to make at `now`: the lease end to write, or `None` (no room,
+    /// or the engine does not hold that revision).
+    fn reserve(&self, hook_id: &str, rev: i64, now: i64) -> Option<i64>;
+    /// Gives back a slot the write did not use.
+    fn release(&self, hook_id: &str);
+    /// Deliveries written leased to this node, each holding a slot: send them now.
+    fn hand_over(&self, claimed: Vec<Claimed>);
+}
+
 /// Most events one delivery carries (spec 1.3: up to 50 events a request). PostgreSQL writers
 /// make their deliveries with this many at most; the dispatcher forms the rest by its own
 /// setting.
@@ -167,6 +185,8 @@ pub const MAX_EVENTS_PER_DELIVERY: i64 = 50;
 #[derive(Default)]
 pub struct HookRuntime {
     router: std::sync::OnceLock<std::sync::Arc<dyn EventRouter>>,
+    /// This node's delivery engine, for deliveries handed over at write time (PostgreSQL).
+    intake: std::sync::OnceLock<std::sync::Arc<dyn Intake>>,
     wake: tokio::sync::Notify,
     cache: ReadCache,
     tag: WakeTag,
@@ -244,6 +264,9 @@ pub struct DispatchRound {
     pub claimed: Vec<(EventHook, Vec<Claimed>)>,
     /// Earliest future `next_attempt_at` (ms) of deliveries not due yet.
     pub next_due: Option<i64>,
+    /// The receiving hooks the round worked with and their revision (PostgreSQL): what an
+    /// [`Intake`] checks a write's revision against.
+    pub hooks: Option<(i64, std::sync::Arc<Vec<EventHook>>)>,
 }
 
 /// Backlog figures for metrics.
@@ -509,6 +532,16 @@ impl Store {
     /// Installs the event router (once, at start); until then no event is routed.
     pub fn install_router(&self, router: std::sync::Arc<dyn EventRouter>) -> bool {
         self.runtime().router.set(router).is_ok()
+    }
+
+    /// Installs this node's delivery engine as the taker of deliveries written leased to it
+    /// (once, at start). PostgreSQL only: on SQLite the writer thread forms and leases in one
+    /// place already, and this returns false.
+    pub fn install_intake(&self, intake: std::sync::Arc<dyn Intake>) -> bool {
+        match self {
+            Store::Postgres(b) => b.hooks.intake.set(intake).is_ok(),
+            Store::Sqlite(_) => false,
+        }
     }
 
     /// Resolves after a commit that queued deliveries (or at once if one happened since the

@@ -286,7 +286,8 @@ const OPTIMISTIC_TRIES: usize = 3;
 
 /// Writes `users` rows only where they still hold the text the changes were computed on
 /// (`expected`), or, with no new `data`, only checks that; writes the events of the users
-/// written, with their deliveries, and wakes other nodes. Nothing is written when the hooks
+/// written, with their deliveries (those this node's engine had room for leased to it), and
+/// wakes other nodes for the rest. Nothing is written when the hooks
 /// revision is not `$16` (the events were routed by other hooks; -1: no routing). Returns
 /// whether the revision held, the ids written, the ids checked, and the rows of the other
 /// users as the statement's snapshot has them.
@@ -317,7 +318,7 @@ e AS (
     RETURNING seq, uuid, published
 ),
 ",
-    pg_deliveries_sql!("$18", "$19", "$20"),
+    pg_deliveries_sql!("$18", "$19", "$20", "$21", "$22", "$23", "$24"),
     ",
 n AS (SELECT count(*) AS n FROM o),
 s AS (
@@ -326,7 +327,8 @@ s AS (
 )
 SELECT (SELECT ok FROM go), ARRAY(SELECT id FROM u), ARRAY(SELECT id FROM k),
     ARRAY(SELECT id FROM s ORDER BY id), ARRAY(SELECT data FROM s ORDER BY id),
-    n.n, CASE WHEN n.n > 0 THEN (SELECT count(*) FROM pg_notify('haken_outbox', $7)) END
+    n.n, CASE WHEN n.n > (SELECT count(*) FROM hd) THEN (SELECT count(*) FROM pg_notify('haken_outbox', $7)) END,
+    ARRAY(SELECT id FROM hd ORDER BY id, seq), ARRAY(SELECT uuid FROM hd ORDER BY id, seq)
 FROM n"
 );
 
@@ -477,10 +479,13 @@ async fn try_known(
     let out = loop {
         let router = hooks.router.get();
         let rev = router.map_or(-1, |r| r.revision());
-        let ev = match crate::backend::event_rows(router.map(|r| r.as_ref()), &events) {
+        let mut ev = match crate::backend::event_rows(router.map(|r| r.as_ref()), &events) {
             Ok(ev) => ev,
             Err(e) => return Err((e, jobs)),
         };
+        if rev >= 0 {
+            ev.reserve(hooks, rev);
+        }
         let q = ev
             .bind(sqlx::query(WRITE_KNOWN_SQL), hooks.tag.0.as_str())
             .bind(&rows.ids)
@@ -517,8 +522,9 @@ async fn try_known(
             refreshed = true;
             continue;
         }
-        break row;
+        break (row, ev);
     };
+    let (out, mut ev) = out;
     let decoded = (|| -> Result<_, sqlx::Error> {
         Ok((
             out.try_get::<Vec<String>, _>(1)?,
@@ -526,12 +532,20 @@ async fn try_known(
             out.try_get::<Vec<String>, _>(3)?,
             out.try_get::<Vec<String>, _>(4)?,
             out.try_get::<i64, _>(5)?,
+            out.try_get::<Vec<String>, _>(7)?,
+            out.try_get::<Vec<String>, _>(8)?,
         ))
     })();
-    let (done, checked, missed_ids, missed_data, queued) = match decoded {
+    let (done, checked, missed_ids, missed_data, queued, handed_ids, handed_uuids) = match decoded {
         Ok(d) => d,
         Err(e) => return Err((e.into(), jobs)),
     };
+    let handed_count = i64::try_from(handed_ids.len()).unwrap_or(i64::MAX);
+    // The statement committed on its own: what it leased to this node goes out now.
+    match ev.settle(&handed_ids, &handed_uuids) {
+        Ok(handover) => handover.give(),
+        Err(e) => return Err((e, jobs)),
+    }
     let ok: std::collections::HashSet<&str> = done.iter().chain(checked.iter()).map(String::as_str).collect();
     for id in &done {
         if let Some(text) = written.remove(id) {
@@ -567,7 +581,8 @@ async fn try_known(
             rest.push(job);
         }
     }
-    Ok(Try::Done { rest, routed: queued > 0 })
+    // Deliveries handed over need no round: wake the dispatcher only for the others.
+    Ok(Try::Done { rest, routed: queued > handed_count })
 }
 
 /// The rows of an optimistic statement: per user the text its change was computed on and,
@@ -717,8 +732,9 @@ async fn write_jobs(
         rows.push(cols);
     }
     let users = (!changed.is_empty()).then_some(rows);
-    let routed = PgBackend::insert_events_at(hooks, &mut tx, &events, Some(rev), users).await?;
+    let (routed, handover) = PgBackend::insert_events_at(hooks, &mut tx, &events, Some(rev), users, true).await?;
     tx.commit().await?;
+    handover.give();
     for (id, text) in changed.iter().zip(texts) {
         known.put(id, text);
     }

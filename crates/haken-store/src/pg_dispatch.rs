@@ -120,9 +120,9 @@ RETURNING deliveries.*,
           WHERE o.delivery_id = deliveries.id ORDER BY o.seq) AS stored_events";
 
 impl PgBackend {
-    /// Forms deliveries from routed events that have none, and returns the receiving hooks
-    /// (read again when their revision is not `held`).
-    async fn form(&self, now: i64, max_events: i64, held: i64) -> Result<Arc<Vec<EventHook>>, StoreError> {
+    /// Forms deliveries from routed events that have none, and reads the receiving hooks again
+    /// when their revision is not `held`.
+    async fn form(&self, now: i64, max_events: i64, held: i64) -> Result<(), StoreError> {
         let ids: Vec<String> = (0..FORM_IDS).map(|_| haken_core::log_event::new_uuid()).collect();
         let formed = sqlx::query(FORM_SQL)
             .bind(max_events)
@@ -139,16 +139,13 @@ impl PgBackend {
             self.hooks.wake.notify_one();
         }
         let rev: i64 = formed.try_get(2)?;
-        Ok(match formed.try_get::<Option<Vec<String>>, _>(3)? {
-            Some(texts) => {
-                let hooks = Arc::new(texts.iter().map(|t| decode(t)).collect::<Result<Vec<EventHook>, _>>()?);
-                if let Ok(mut h) = self.dispatch_hooks.lock() {
-                    *h = (rev, hooks.clone());
-                }
-                hooks
+        if let Some(texts) = formed.try_get::<Option<Vec<String>>, _>(3)? {
+            let hooks = Arc::new(texts.iter().map(|t| decode(t)).collect::<Result<Vec<EventHook>, _>>()?);
+            if let Ok(mut h) = self.dispatch_hooks.lock() {
+                *h = (rev, hooks);
             }
-            None => self.dispatch_hooks.lock().map(|h| h.1.clone()).unwrap_or_default(),
-        })
+        }
+        Ok(())
     }
 
     /// One dispatcher round: form deliveries from routed events that have none (when there
@@ -164,17 +161,13 @@ impl PgBackend {
     ) -> Result<DispatchRound, StoreError> {
         let held = self.dispatch_hooks.lock().map(|h| h.0).unwrap_or(i64::MIN);
         let router_rev = self.hooks.router.get().map(|r| r.revision());
-        let hooks = if self.forming.take(now, held, router_rev) {
-            match self.form(now, max_events, held).await {
-                Ok(hooks) => hooks,
-                Err(e) => {
-                    self.forming.request();
-                    return Err(e);
-                }
-            }
-        } else {
-            self.dispatch_hooks.lock().map(|h| h.1.clone()).unwrap_or_default()
-        };
+        if self.forming.take(now, held, router_rev)
+            && let Err(e) = self.form(now, max_events, held).await
+        {
+            self.forming.request();
+            return Err(e);
+        }
+        let (rev, hooks) = self.dispatch_hooks.lock().map(|h| (h.0, h.1.clone())).unwrap_or((i64::MIN, Arc::default()));
         let mut open: Vec<&EventHook> = Vec::with_capacity(hooks.len());
         let (mut hook_ids, mut rooms, mut untils) = (Vec::new(), Vec::new(), Vec::new());
         for hook in hooks.iter() {
@@ -189,7 +182,7 @@ impl PgBackend {
             untils.push(lease_until.max(now + timeout + 5_000));
             open.push(hook);
         }
-        let mut out = DispatchRound::default();
+        let mut out = DispatchRound { hooks: Some((rev, hooks.clone())), ..DispatchRound::default() };
         if !open.is_empty() {
             let leased = sqlx::query(LEASE_SQL)
                 .bind(&hook_ids)

@@ -23,6 +23,7 @@ both!(
     trigger_and_metrics,
     retention_keeps_what_is_still_owed,
     a_backlog_goes_out_in_fifties_in_order,
+    the_in_flight_bound_holds,
 );
 
 fn hook_body(name: &str, uri: &str, items: &[&str]) -> Value {
@@ -676,5 +677,139 @@ async fn retention_removes_deliveries_of_a_deleted_hook() {
     };
     assert_eq!(left("orphan-delivery").await, (0, 0), "a gone hook's delivery and its rows are removed");
     assert_eq!(left("future-delivery").await, (1, 1), "a live hook's pending delivery stays");
+    s.stop().await;
+}
+
+/// An engine that records what a write hands it, with room for `room` deliveries.
+struct RecordingIntake {
+    room: std::sync::atomic::AtomicU32,
+    reserved: std::sync::atomic::AtomicU32,
+    released: std::sync::atomic::AtomicU32,
+    handed: std::sync::Mutex<Vec<haken_store::Claimed>>,
+}
+
+impl haken_store::Intake for RecordingIntake {
+    fn node(&self) -> &str {
+        "recording-node"
+    }
+
+    fn reserve(&self, _hook_id: &str, _rev: i64, now: i64) -> Option<i64> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.room.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).ok()?;
+        self.reserved.fetch_add(1, SeqCst);
+        Some(now + 600_000)
+    }
+
+    fn release(&self, _hook_id: &str) {
+        self.released.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn hand_over(&self, claimed: Vec<haken_store::Claimed>) {
+        self.handed.lock().expect("handed").extend(claimed);
+    }
+}
+
+/// Changes `user`'s nickname through `store` with one `user.account.update_profile` event;
+/// returns the event's uuid.
+async fn change_nickname(store: &haken_store::Store, user: &str, nick: &str) -> String {
+    let ctx = haken_core::log_event::EventContext::system("test");
+    let event = ctx.event("user.account.update_profile", "Update user profile", haken_core::Timestamp::now());
+    let uuid = event.uuid.clone();
+    let nick = nick.to_owned();
+    store
+        .update_user(user, move |mut u| {
+            u.profile.insert("nickName".into(), json!(nick));
+            Ok::<_, haken_store::StoreError>(Some(haken_store::Change { value: u, events: vec![event.clone()] }))
+        })
+        .await
+        .expect("update");
+    uuid
+}
+
+/// On PostgreSQL a user change's deliveries for a hook its node's engine has room for are
+/// leased to that node by the write's own statement and handed to the engine after commit,
+/// with their events; without room they are left unleased for any node's round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_hands_its_deliveries_to_its_own_engine() {
+    use std::sync::atomic::Ordering::SeqCst;
+    if !crate::harness::postgres_available().await {
+        return;
+    }
+    let rx = Receiver::start().await;
+    let a = TestServer::start(Backend::Postgres).await;
+    let hook = ready_hook(&a, hook_body("handed", &rx.url, &["user.account.update_profile"])).await;
+    let user = make_user(&a, "handed@example.org").await;
+    // A second node on the same database, without a dispatcher of its own.
+    let url = a.database_url().expect("postgres");
+    let b = haken_store::Store::connect(&haken_store::StoreOptions::new(url.clone())).await.expect("connect");
+    b.install_router(std::sync::Arc::new(haken_hooks::HookRouter::new()));
+    let intake = std::sync::Arc::new(RecordingIntake {
+        room: 1.into(),
+        reserved: 0.into(),
+        released: 0.into(),
+        handed: Default::default(),
+    });
+    assert!(b.install_intake(intake.clone()));
+
+    let first = change_nickname(&b, &user, "one").await;
+    let handed = std::mem::take(&mut *intake.handed.lock().expect("handed"));
+    assert_eq!(handed.len(), 1, "the delivery is handed over");
+    let d = &handed[0].delivery;
+    assert_eq!((d.hook_id.as_str(), d.event_count), (hook.as_str(), 1));
+    let events = handed[0].stored_events.as_ref().expect("events come with it");
+    let sent: Value = serde_json::from_str(events[0].get()).expect("event json");
+    assert_eq!(sent["uuid"], first.as_str());
+    let pool = b.pg_pool().expect("postgres").clone();
+    let owner: Option<String> = sqlx::query_scalar("SELECT lease_owner FROM deliveries WHERE id = $1")
+        .bind(&d.id)
+        .fetch_one(&pool)
+        .await
+        .expect("delivery row");
+    assert_eq!(owner.as_deref(), Some("recording-node"), "leased by the write itself");
+    assert_eq!((intake.reserved.load(SeqCst), intake.released.load(SeqCst)), (1, 0));
+
+    // No room: nothing handed over, and the server's own round delivers it.
+    let second = change_nickname(&b, &user, "two").await;
+    assert!(intake.handed.lock().expect("handed").is_empty());
+    rx.wait_posts(15, |posts| posts.iter().any(|p| p.uuids().contains(&second))).await;
+    assert!(
+        !rx.posts().iter().any(|p| p.uuids().contains(&first)),
+        "a delivery leased to another node is not sent by this one"
+    );
+    let got = b.get_user(&user).await.expect("read").expect("user");
+    assert_eq!(got.profile["nickName"], "two");
+    b.close().await;
+    a.stop().await;
+}
+
+/// A hook's in-flight bound holds whoever leases its deliveries: the dispatcher's rounds, or
+/// (PostgreSQL) the writes that hand their deliveries over at commit.
+async fn the_in_flight_bound_holds(b: Backend) {
+    let s = TestServer::start(b).await;
+    let mut users = Vec::new();
+    for i in 0..12 {
+        users.push(make_user(&s, &format!("bound{i}@example.org")).await);
+    }
+    let rx = Receiver::start().await;
+    rx.respond_with(|r| if r.method == "POST" { Reply::Slow(Duration::from_millis(100)) } else { Reply::Ok });
+    let mut body = hook_body("bounded", &rx.url, &["user.account.update_profile"]);
+    body["delivery"] = json!({ "maxInFlight": 2 });
+    ready_hook(&s, body).await;
+    let server = &s;
+    futures_util::future::join_all(users.iter().map(|user| async move {
+        for k in 0..3 {
+            let change = json!({ "profile": { "nickName": format!("n{k}") } });
+            server.post(&format!("/api/v1/users/{user}"), change).await.ok();
+        }
+    }))
+    .await;
+    let sent = s.events_of("user.account.update_profile").await;
+    assert_eq!(sent.len(), 36);
+    rx.wait_posts(30, |_| {
+        let got: std::collections::HashSet<String> = rx.uuids().into_iter().collect();
+        sent.iter().all(|e| got.contains(e["uuid"].as_str().unwrap_or_default()))
+    })
+    .await;
+    assert_eq!(rx.most_at_once(), 2, "two requests at a time, and never more");
     s.stop().await;
 }

@@ -63,6 +63,9 @@ struct Shared {
     seen: Vec<Recorded>,
     /// Answers when the script is empty (before the default of [`Reply::Ok`]).
     responder: Option<Responder>,
+    /// Requests being answered now, and the most there ever were at once.
+    open: usize,
+    most_open: usize,
 }
 
 /// The receiver; stops when dropped.
@@ -159,6 +162,11 @@ impl Receiver {
         }
     }
 
+    /// The most requests this receiver was answering at one time.
+    pub fn most_at_once(&self) -> usize {
+        self.shared.lock().map(|s| s.most_open).unwrap_or(0)
+    }
+
     /// All event uuids received, in arrival order (duplicates kept).
     pub fn uuids(&self) -> Vec<String> {
         self.posts().iter().flat_map(Recorded::uuids).collect()
@@ -216,36 +224,50 @@ async fn serve(mut sock: TcpStream, shared: Arc<Mutex<Shared>>) -> std::io::Resu
                 None => s.responder.as_ref().map(|f| f(&rec)).unwrap_or(Reply::Ok),
             };
             s.seen.push(rec);
+            s.open += 1;
+            s.most_open = s.most_open.max(s.open);
             reply
         };
-        let (status, extra, body) = match reply {
-            Reply::Reset => return Ok(()),
-            Reply::Slow(d) => {
-                tokio::time::sleep(d).await;
-                (200, Vec::new(), String::new())
-            }
-            Reply::Status(s) => (s, Vec::new(), String::new()),
-            Reply::StatusWith(s, h) => (s, h, String::new()),
-            Reply::VerifyBody(b) => (200, Vec::new(), b),
-            Reply::Json(s, b) => (s, Vec::new(), b),
-            Reply::SlowJson(d, s, b) => {
-                tokio::time::sleep(d).await;
-                (s, Vec::new(), b)
-            }
-            Reply::Ok => match (&method[..], challenge) {
-                ("GET", Some(c)) => (200, Vec::new(), format!("{{\"verification\":\"{c}\"}}")),
-                _ => (200, Vec::new(), String::new()),
-            },
-        };
-        let mut resp =
-            format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: application/json\r\n", body.len());
-        for (k, v) in extra {
-            resp.push_str(&format!("{k}: {v}\r\n"));
+        let answered = answer(&mut sock, &method, challenge, reply).await;
+        if let Ok(mut s) = shared.lock() {
+            s.open = s.open.saturating_sub(1);
         }
-        resp.push_str("\r\n");
-        resp.push_str(&body);
-        sock.write_all(resp.as_bytes()).await?;
+        if !answered? {
+            return Ok(());
+        }
     }
+}
+
+/// Writes the answer `reply` calls for; `false`: the connection is to be dropped.
+async fn answer(sock: &mut TcpStream, method: &str, challenge: Option<String>, reply: Reply) -> std::io::Result<bool> {
+    let (status, extra, body) = match reply {
+        Reply::Reset => return Ok(false),
+        Reply::Slow(d) => {
+            tokio::time::sleep(d).await;
+            (200, Vec::new(), String::new())
+        }
+        Reply::Status(s) => (s, Vec::new(), String::new()),
+        Reply::StatusWith(s, h) => (s, h, String::new()),
+        Reply::VerifyBody(b) => (200, Vec::new(), b),
+        Reply::Json(s, b) => (s, Vec::new(), b),
+        Reply::SlowJson(d, s, b) => {
+            tokio::time::sleep(d).await;
+            (s, Vec::new(), b)
+        }
+        Reply::Ok => match (method, challenge) {
+            ("GET", Some(c)) => (200, Vec::new(), format!("{{\"verification\":\"{c}\"}}")),
+            _ => (200, Vec::new(), String::new()),
+        },
+    };
+    let mut resp =
+        format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: application/json\r\n", body.len());
+    for (k, v) in extra {
+        resp.push_str(&format!("{k}: {v}\r\n"));
+    }
+    resp.push_str("\r\n");
+    resp.push_str(&body);
+    sock.write_all(resp.as_bytes()).await?;
+    Ok(true)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
