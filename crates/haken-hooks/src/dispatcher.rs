@@ -331,7 +331,7 @@ impl Dispatcher {
         metrics::attempt(&hook.id, latency_ms as f64 / 1000.0, failure.is_none());
         let now = Timestamp::now();
         let Some(failure) = failure else {
-            self.store.finish_attempt(&attempt, &AttemptOutcome::Delivered, &[], None).await?;
+            self.store.record_delivered(attempt).await?;
             metrics::delivered(&hook.id, events.len() as u64);
             tracing::debug!(hook_id = %hook.id, delivery_id = %delivery.id, events = events.len(), latency_ms, "Delivered event batch.");
             return Ok(());

@@ -49,6 +49,8 @@ pub struct PgBackend {
     pub(crate) dispatch_hooks: Arc<std::sync::Mutex<(i64, Arc<Vec<EventHook>>)>>,
     /// When the dispatcher must run its forming statement (see `pg_dispatch.rs`).
     pub(crate) forming: Arc<crate::pg_dispatch::Forming>,
+    /// Delivered attempts, recorded in batches (`pg_record.rs`).
+    pub(crate) recorder: Arc<crate::pg_record::Recorder>,
 }
 
 impl SqliteBackend {
@@ -168,7 +170,8 @@ impl PgBackend {
         let users = Arc::new(UserBatcher::start(pool.clone(), hooks.clone()));
         let dispatch_hooks = Arc::new(std::sync::Mutex::new((i64::MIN, Arc::default())));
         let forming = Arc::default();
-        Ok(PgBackend { users, write: pool.clone(), read: pool, work, hooks, dispatch_hooks, forming })
+        let recorder = Arc::new(crate::pg_record::Recorder::start(work.clone()));
+        Ok(PgBackend { users, write: pool.clone(), read: pool, work, hooks, dispatch_hooks, forming, recorder })
     }
 
     async fn begin(&self) -> Result<WriteTx<sqlx::Postgres>, StoreError> {
@@ -181,6 +184,7 @@ impl PgBackend {
 
     pub(crate) async fn close(&self) {
         self.users.close();
+        self.recorder.close().await;
         self.work.close().await;
         self.write.close().await;
     }

@@ -8,6 +8,7 @@
 mod backend;
 mod pg_batch;
 mod pg_dispatch;
+mod pg_record;
 mod query;
 pub mod scratch;
 mod sqlite_hot;
@@ -656,6 +657,21 @@ impl Store {
         stop_hook: Option<&str>,
     ) -> Result<bool, StoreError> {
         dispatch!(self.finish_attempt(attempt, outcome, events, stop_hook))
+    }
+
+    /// Records a delivered attempt without waiting for it (PostgreSQL: written with others
+    /// within a few milliseconds, see `pg_record.rs`; SQLite: at once, as
+    /// [`Store::finish_attempt`]). Until it is written the delivery stays leased to the
+    /// attempt's node.
+    pub async fn record_delivered(&self, attempt: Attempt) -> Result<(), StoreError> {
+        let attempt = match self {
+            Store::Postgres(b) => match b.recorder.push(attempt) {
+                None => return Ok(()),
+                Some(attempt) => attempt,
+            },
+            Store::Sqlite(_) => attempt,
+        };
+        self.finish_attempt(&attempt, &AttemptOutcome::Delivered, &[], None).await.map(|_| ())
     }
 
     /// A test delivery carrying its own events (not written to the System Log).

@@ -221,12 +221,18 @@ async fn run_one(args: &EventsBench, backend: &str) -> anyhow::Result<String> {
     let per_client_interval =
         (args.rate > 0).then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate as f64));
     let (c, b, a) = (client.clone(), base.clone(), auth.clone());
+    let concurrency = args.concurrency;
     // Response times of the API changes alone (the pacing sleep is not part of them).
     let responses: Arc<Mutex<Vec<f64>>> = Arc::default();
     let r = responses.clone();
     let writes = drive(args.concurrency, args.seconds, move |ci, i| {
         let (c, b, a, ids, r) = (c.clone(), b.clone(), a.clone(), ids.clone(), r.clone());
         async move {
+            // Paced clients start spread over one interval, so the rate is even rather than
+            // a burst of every client at once each interval.
+            if let (Some(iv), 0) = (per_client_interval, i) {
+                tokio::time::sleep(iv.mul_f64(ci as f64 / concurrency as f64)).await;
+            }
             let t = Instant::now();
             let ok = c
                 .post(format!("{b}/api/v1/users/{}", ids[ci]))

@@ -813,3 +813,33 @@ async fn the_in_flight_bound_holds(b: Backend) {
     assert_eq!(rx.most_at_once(), 2, "two requests at a time, and never more");
     s.stop().await;
 }
+
+/// On PostgreSQL a delivered attempt is recorded in a batch a few milliseconds later; a node
+/// shutting down writes what is queued before it closes the store, so a delivery that went
+/// out during shutdown is not left pending (to be sent again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_writes_the_queued_delivery_records() {
+    if !crate::harness::postgres_available().await {
+        return;
+    }
+    let rx = Receiver::start().await;
+    rx.respond_with(|r| if r.method == "POST" { Reply::Slow(Duration::from_millis(300)) } else { Reply::Ok });
+    let s = TestServer::start(Backend::Postgres).await;
+    let hook = ready_hook(&s, hook_body("recorded", &rx.url, &["user.lifecycle.create"])).await;
+    make_user(&s, "recorded@example.org").await;
+    rx.wait_posts(10, |posts| !posts.is_empty()).await;
+    // The POST is being answered: the delivery is in flight as the node shuts down.
+    let url = s.stop_keeping_database().await.expect("postgres");
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT d.status, (SELECT count(*) FROM delivery_attempts a WHERE a.delivery_id = d.id) FROM deliveries d \
+         WHERE d.hook_id = $1",
+    )
+    .bind(&hook)
+    .fetch_all(&pool)
+    .await
+    .expect("deliveries");
+    pool.close().await;
+    crate::harness::drop_database(&url).await;
+    assert_eq!(rows, vec![("DELIVERED".to_owned(), 1)]);
+}

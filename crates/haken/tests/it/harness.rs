@@ -192,6 +192,15 @@ impl TestServer {
         &self.running.as_ref().expect("running").store
     }
 
+    /// Shuts down like [`TestServer::stop`] but leaves the PostgreSQL database for the caller
+    /// to read (and drop, with [`drop_database`]).
+    pub async fn stop_keeping_database(mut self) -> Option<String> {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.expect("clean shutdown");
+        }
+        self.pg_url.take()
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await.expect("clean shutdown");
@@ -332,4 +341,9 @@ impl TestServer {
     pub async fn events_of(&self, event_type: &str) -> Vec<Value> {
         self.events().await.into_iter().filter(|e| e["eventType"] == event_type).collect()
     }
+}
+
+/// Drops a database a test kept (see [`TestServer::stop_keeping_database`]).
+pub async fn drop_database(url: &str) {
+    let _ = haken_store::scratch::drop_database(&pg_admin_url(), url).await;
 }

@@ -1,0 +1,152 @@
+//! PostgreSQL: the records of deliveries that went out, written in batches. A delivered
+//! attempt is bookkeeping the sender does not wait for: it is queued here, and a task writes
+//! what gathered within [`LINGER`] in one statement (the outcome of each delivery and its
+//! attempt row). At a thousand deliveries a second this is one statement every few
+//! milliseconds instead of one per delivery.
+//!
+//! Until its record is written a delivery stays pending and leased to its node, so no other
+//! node sends it; a record that is never written (the process died, or PostgreSQL failed twice)
+//! leaves the delivery to be sent again when its lease ends — at least once, as everywhere.
+//! Closing the store writes what is queued first.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use haken_core::hook::Attempt;
+use sqlx::PgPool;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::task::JoinHandle;
+
+/// How long the first queued record waits for others to share its statement.
+const LINGER: Duration = Duration::from_millis(5);
+
+/// Most records one statement carries.
+const MAX_RECORDS: usize = 256;
+
+/// Marks each delivery (`$1`) delivered by the attempt's node if it still holds the lease, and
+/// records the attempt of each delivery it marked.
+const RECORD_SQL: &str = "\
+WITH v AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
+        $7::bigint[], $8::text[], $9::text[], $10::text[])
+        AS v (id, hook_id, attempt, started, latency_ms, done_at, status_code, error, snippet, node)
+),
+d AS (
+    UPDATE deliveries SET status = 'DELIVERED', attempts = deliveries.attempts + 1, next_attempt_at = v.done_at,
+        delivered_at = v.done_at, last_attempt_at = v.started, last_status = v.status_code, last_error = NULL,
+        lease_owner = NULL, lease_until = NULL
+    FROM v WHERE deliveries.id = v.id AND deliveries.status = 'PENDING' AND deliveries.lease_owner = v.node
+    RETURNING deliveries.id
+)
+INSERT INTO delivery_attempts (delivery_id, hook_id, attempt, started, latency_ms, status_code, error, response_snippet, node)
+SELECT v.id, v.hook_id, v.attempt, v.started, v.latency_ms, v.status_code, v.error, v.snippet, v.node
+FROM v JOIN d ON d.id = v.id";
+
+/// The queue of delivered attempts and the task that writes them.
+pub(crate) struct Recorder {
+    queue: Mutex<Option<UnboundedSender<Attempt>>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder").finish_non_exhaustive()
+    }
+}
+
+impl Recorder {
+    pub(crate) fn start(pool: PgPool) -> Recorder {
+        let (tx, rx) = unbounded_channel();
+        let task = tokio::spawn(run(pool, rx));
+        Recorder { queue: Mutex::new(Some(tx)), task: Mutex::new(Some(task)) }
+    }
+
+    /// Queues the record of a delivered attempt; gives it back once the store is closing
+    /// (the caller writes it itself).
+    pub(crate) fn push(&self, attempt: Attempt) -> Option<Attempt> {
+        match self.queue.lock().ok().as_ref().and_then(|q| q.as_ref()) {
+            Some(q) => q.send(attempt).err().map(|e| e.0),
+            None => Some(attempt),
+        }
+    }
+
+    /// Stops taking records and waits until the queued ones are written.
+    pub(crate) async fn close(&self) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.take();
+        }
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn run(pool: PgPool, mut rx: UnboundedReceiver<Attempt>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let until = tokio::time::Instant::now() + LINGER;
+        while batch.len() < MAX_RECORDS {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(a)) => batch.push(a),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        // Whatever else is queued already goes too.
+        while batch.len() < MAX_RECORDS
+            && let Ok(a) = rx.try_recv()
+        {
+            batch.push(a);
+        }
+        if let Err(first_error) = write(&pool, &batch).await {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Err(e) = write(&pool, &batch).await {
+                tracing::warn!(
+                    error = %e, first_error = %first_error, deliveries = batch.len(),
+                    "Could not record delivered attempts; those deliveries will be sent again when their leases end."
+                );
+            }
+        }
+    }
+}
+
+async fn write(pool: &PgPool, batch: &[Attempt]) -> Result<(), sqlx::Error> {
+    let n = batch.len();
+    let (mut ids, mut hooks, mut attempts, mut started, mut latency, mut done_at) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut status, mut errors, mut snippets, mut nodes) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for a in batch {
+        let lat = i64::try_from(a.latency_ms).unwrap_or(i64::MAX);
+        ids.push(a.delivery_id.as_str());
+        hooks.push(a.hook_id.as_str());
+        attempts.push(i64::from(a.attempt));
+        started.push(a.started.millis());
+        latency.push(lat);
+        done_at.push(a.started.millis().saturating_add(lat));
+        status.push(a.status_code.map(i64::from));
+        errors.push(a.error.as_deref());
+        snippets.push(a.response_snippet.as_deref());
+        nodes.push(a.node.as_str());
+    }
+    sqlx::query(RECORD_SQL)
+        .bind(&ids)
+        .bind(&hooks)
+        .bind(&attempts)
+        .bind(&started)
+        .bind(&latency)
+        .bind(&done_at)
+        .bind(&status)
+        .bind(&errors)
+        .bind(&snippets)
+        .bind(&nodes)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
