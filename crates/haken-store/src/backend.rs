@@ -32,6 +32,8 @@ pub struct SqliteBackend {
     /// Readers reserved for the delivery engine, so API load cannot starve it.
     work: SqlitePool,
     pub(crate) hooks: Arc<HookRuntime>,
+    /// Delivered attempts, recorded in batches (`record.rs`): one writer job for many.
+    pub(crate) recorder: Arc<crate::record::Recorder>,
 }
 
 /// PostgreSQL, shared by any number of nodes.
@@ -49,8 +51,8 @@ pub struct PgBackend {
     pub(crate) dispatch_hooks: Arc<std::sync::Mutex<(i64, Arc<Vec<EventHook>>)>>,
     /// When the dispatcher must run its forming statement (see `pg_dispatch.rs`).
     pub(crate) forming: Arc<crate::pg_dispatch::Forming>,
-    /// Delivered attempts, recorded in batches (`pg_record.rs`).
-    pub(crate) recorder: Arc<crate::pg_record::Recorder>,
+    /// Delivered attempts, recorded in batches (`record.rs`).
+    pub(crate) recorder: Arc<crate::record::Recorder>,
 }
 
 impl SqliteBackend {
@@ -87,7 +89,9 @@ impl SqliteBackend {
             .await?;
         let gate = Gate::default();
         let writer = Arc::new(Writer::start(path, gate.clone())?);
-        Ok(SqliteBackend { writer, gate, write, read, work, hooks: Arc::default() })
+        let hooks = Arc::<HookRuntime>::default();
+        let recorder = Arc::new(crate::sqlite_hot::recorder(writer.clone(), hooks.clone()));
+        Ok(SqliteBackend { writer, gate, write, read, work, hooks, recorder })
     }
 
     async fn begin(&self) -> Result<WriteTx<sqlx::Sqlite>, StoreError> {
@@ -105,6 +109,7 @@ impl SqliteBackend {
     }
 
     pub(crate) async fn close(&self) {
+        self.recorder.close().await;
         self.writer.close().await;
         self.work.close().await;
         self.read.close().await;
@@ -170,7 +175,7 @@ impl PgBackend {
         let users = Arc::new(UserBatcher::start(pool.clone(), hooks.clone()));
         let dispatch_hooks = Arc::new(std::sync::Mutex::new((i64::MIN, Arc::default())));
         let forming = Arc::default();
-        let recorder = Arc::new(crate::pg_record::Recorder::start(work.clone()));
+        let recorder = Arc::new(crate::record::Recorder::postgres(work.clone()));
         Ok(PgBackend { users, write: pool.clone(), read: pool, work, hooks, dispatch_hooks, forming, recorder })
     }
 

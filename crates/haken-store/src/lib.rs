@@ -8,8 +8,8 @@
 mod backend;
 mod pg_batch;
 mod pg_dispatch;
-mod pg_record;
 mod query;
+mod record;
 pub mod scratch;
 mod sqlite_hot;
 mod sqlite_writer;
@@ -659,18 +659,15 @@ impl Store {
         dispatch!(self.finish_attempt(attempt, outcome, events, stop_hook))
     }
 
-    /// Records a delivered attempt without waiting for it (PostgreSQL: written with others
-    /// within a few milliseconds, see `pg_record.rs`; SQLite: at once, as
-    /// [`Store::finish_attempt`]). Until it is written the delivery stays leased to the
+    /// Records a delivered attempt without waiting for it: written with others within a few
+    /// milliseconds (see `record.rs`). Until it is written the delivery stays leased to the
     /// attempt's node.
     pub async fn record_delivered(&self, attempt: Attempt) -> Result<(), StoreError> {
-        let attempt = match self {
-            Store::Postgres(b) => match b.recorder.push(attempt) {
-                None => return Ok(()),
-                Some(attempt) => attempt,
-            },
-            Store::Sqlite(_) => attempt,
+        let recorder = match self {
+            Store::Postgres(b) => &b.recorder,
+            Store::Sqlite(b) => &b.recorder,
         };
+        let Some(attempt) = recorder.push(attempt) else { return Ok(()) };
         self.finish_attempt(&attempt, &AttemptOutcome::Delivered, &[], None).await.map(|_| ())
     }
 

@@ -8,6 +8,8 @@ use haken_core::hook::{Attempt, AttemptOutcome, Delivery, DeliveryStatus, EventH
 use haken_core::{LogEvent, Timestamp, User};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::sqlite_writer::Writer;
+
 use crate::{
     Change, Claimed, DispatchRound, HookRuntime, SqliteBackend, StoreError, UserColumns, decode, encode, routed_json,
 };
@@ -453,4 +455,22 @@ impl SqliteBackend {
         self.after_commit(routed);
         Ok(recorded)
     }
+}
+
+/// The recorder of delivered attempts (`record.rs`): each batch is one job of the writer
+/// thread, every record in it written as [`finish_attempt`] writes one.
+pub(crate) fn recorder(writer: Arc<Writer>, hooks: Arc<HookRuntime>) -> crate::record::Recorder {
+    crate::record::Recorder::start(Box::new(move |batch| {
+        let (writer, hooks) = (writer.clone(), hooks.clone());
+        Box::pin(async move {
+            writer
+                .write(move |conn| -> Result<(), StoreError> {
+                    for a in &batch {
+                        finish_attempt(conn, &hooks, a, &AttemptOutcome::Delivered, &[], None)?;
+                    }
+                    Ok(())
+                })
+                .await
+        })
+    }))
 }

@@ -1,14 +1,16 @@
-//! PostgreSQL: the records of deliveries that went out, written in batches. A delivered
-//! attempt is bookkeeping the sender does not wait for: it is queued here, and a task writes
-//! what gathered within [`LINGER`] in one statement (the outcome of each delivery and its
-//! attempt row). At a thousand deliveries a second this is one statement every few
-//! milliseconds instead of one per delivery.
+//! The records of deliveries that went out, written in batches. A delivered attempt is
+//! bookkeeping the sender does not wait for: it is queued here, and a task writes what gathered
+//! within [`LINGER`] at once — on PostgreSQL one statement (the outcome of each delivery and its
+//! attempt row), on SQLite one job of the writer thread. At a thousand deliveries a second this
+//! is one write every few milliseconds instead of one per delivery.
 //!
 //! Until its record is written a delivery stays pending and leased to its node, so no other
 //! node sends it; a record that is never written (the process died, or PostgreSQL failed twice)
 //! leaves the delivery to be sent again when its lease ends — at least once, as everywhere.
 //! Closing the store writes what is queued first.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -16,6 +18,12 @@ use haken_core::hook::Attempt;
 use sqlx::PgPool;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
+
+use crate::StoreError;
+
+/// Writes one batch of delivered attempts.
+pub(crate) type Sink =
+    Box<dyn Fn(Vec<Attempt>) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>> + Send + Sync>;
 
 /// How long the first queued record waits for others to share its statement.
 const LINGER: Duration = Duration::from_millis(5);
@@ -55,10 +63,18 @@ impl std::fmt::Debug for Recorder {
 }
 
 impl Recorder {
-    pub(crate) fn start(pool: PgPool) -> Recorder {
+    pub(crate) fn start(sink: Sink) -> Recorder {
         let (tx, rx) = unbounded_channel();
-        let task = tokio::spawn(run(pool, rx));
+        let task = tokio::spawn(run(sink, rx));
         Recorder { queue: Mutex::new(Some(tx)), task: Mutex::new(Some(task)) }
+    }
+
+    /// A recorder writing to PostgreSQL through `pool`.
+    pub(crate) fn postgres(pool: PgPool) -> Recorder {
+        Recorder::start(Box::new(move |batch| {
+            let pool = pool.clone();
+            Box::pin(async move { write_pg(&pool, &batch).await.map_err(StoreError::from) })
+        }))
     }
 
     /// Queues the record of a delivered attempt; gives it back once the store is closing
@@ -82,7 +98,7 @@ impl Recorder {
     }
 }
 
-async fn run(pool: PgPool, mut rx: UnboundedReceiver<Attempt>) {
+async fn run(sink: Sink, mut rx: UnboundedReceiver<Attempt>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let until = tokio::time::Instant::now() + LINGER;
@@ -98,9 +114,9 @@ async fn run(pool: PgPool, mut rx: UnboundedReceiver<Attempt>) {
         {
             batch.push(a);
         }
-        if let Err(first_error) = write(&pool, &batch).await {
+        if let Err(first_error) = sink(batch.clone()).await {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            if let Err(e) = write(&pool, &batch).await {
+            if let Err(e) = sink(batch.clone()).await {
                 tracing::warn!(
                     error = %e, first_error = %first_error, deliveries = batch.len(),
                     "Could not record delivered attempts; those deliveries will be sent again when their leases end."
@@ -110,7 +126,7 @@ async fn run(pool: PgPool, mut rx: UnboundedReceiver<Attempt>) {
     }
 }
 
-async fn write(pool: &PgPool, batch: &[Attempt]) -> Result<(), sqlx::Error> {
+async fn write_pg(pool: &PgPool, batch: &[Attempt]) -> Result<(), sqlx::Error> {
     let n = batch.len();
     let (mut ids, mut hooks, mut attempts, mut started, mut latency, mut done_at) = (
         Vec::with_capacity(n),
