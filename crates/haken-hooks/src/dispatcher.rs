@@ -187,10 +187,14 @@ impl Dispatcher {
         let result = self
             .store
             .dispatch_round(now, self.config.max_events_per_delivery, &self.config.node_id, lease_until, move |hook| {
-                let n = me.take_slots(hook);
-                if let Ok(mut t) = taken.lock() {
-                    t.push((hook.id.clone(), n));
+                let Ok(mut t) = taken.lock() else { return 0 };
+                // Asked again for a hook (SQLite runs a round again when its write group is
+                // rolled back): the room taken the first time is still taken.
+                if let Some((_, n)) = t.iter().find(|(h, _)| *h == hook.id) {
+                    return *n;
                 }
+                let n = me.take_slots(hook);
+                t.push((hook.id.clone(), n));
                 n
             })
             .await;

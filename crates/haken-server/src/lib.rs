@@ -37,6 +37,9 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
     dispatcher: Option<JoinHandle<()>>,
+    /// Stops the dispatcher: only once the requests in flight are done, since a user change
+    /// hands its deliveries to the dispatcher as it commits.
+    stop_dispatcher: watch::Sender<bool>,
 }
 
 impl Running {
@@ -54,6 +57,7 @@ impl Running {
             Err(e) => Err(std::io::Error::other(e)),
         };
         let _ = self.shutdown.send(true);
+        let _ = self.stop_dispatcher.send(true);
         if let Some(d) = self.dispatcher {
             let _ = d.await;
         }
@@ -111,11 +115,12 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         .map_err(|e| StartError::Setup(e.to_string()))?;
     let app = api::router(state);
     let (tx, mut rx) = watch::channel(false);
+    let (stop_dispatcher, dispatcher_stops) = watch::channel(false);
     let dispatcher = workers.then(|| {
         let mut cfg = haken_hooks::DispatcherConfig::new(public_url.clone());
         cfg.node_id = node_id;
         cfg.lease = lease;
-        haken_hooks::Dispatcher::new(store.clone(), outbound, cfg).spawn(tx.subscribe())
+        haken_hooks::Dispatcher::new(store.clone(), outbound, cfg).spawn(dispatcher_stops)
     });
     if workers {
         spawn_retention(store.clone(), delivery_retention_days, log_retention_days, tx.subscribe());
@@ -133,7 +138,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
             .await
     });
     tracing::info!(%addr, backend = store.backend_name(), %public_url, "Haken is serving.");
-    Ok(Running { addr, public_url, store, created_bootstrap_token, shutdown: tx, task, dispatcher })
+    Ok(Running { addr, public_url, store, created_bootstrap_token, shutdown: tx, task, dispatcher, stop_dispatcher })
 }
 
 /// The process-wide Prometheus recorder (installed once; several servers in one process, as

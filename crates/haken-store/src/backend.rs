@@ -1195,15 +1195,28 @@ macro_rules! backend_impl {
                     .execute(&mut **tx)
                     .await?;
                 // On PostgreSQL such a write makes its deliveries too: pending ones of a hook that
-                // is gone go the same way.
-                macro_rules! orphans {
-                    () => {
-                        "SELECT d.id FROM deliveries d WHERE d.status = 'PENDING' \
-                         AND NOT EXISTS (SELECT 1 FROM event_hooks h WHERE h.id = d.hook_id)"
-                    };
+                // is gone go the same way, with their rows (the ids are read first, so a delivery
+                // written meanwhile is left whole for the next purge).
+                let orphans = sqlx::query(
+                    "SELECT d.id FROM deliveries d WHERE d.status = 'PENDING' \
+                     AND NOT EXISTS (SELECT 1 FROM event_hooks h WHERE h.id = d.hook_id) LIMIT 1000",
+                )
+                .fetch_all(&mut **tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>(0))
+                .collect::<Result<Vec<_>, _>>()?;
+                if !orphans.is_empty() {
+                    for table in ["outbox WHERE delivery_id", "deliveries WHERE id"] {
+                        let mut b: QueryBuilder<$db> = QueryBuilder::new(format!("DELETE FROM {table} IN ("));
+                        let mut sep = b.separated(", ");
+                        for id in &orphans {
+                            sep.push_bind(id.clone());
+                        }
+                        b.push(")");
+                        b.build().execute(&mut **tx).await?;
+                    }
                 }
-                sqlx::query(concat!("DELETE FROM outbox WHERE delivery_id IN (", orphans!(), ")")).execute(&mut **tx).await?;
-                sqlx::query(concat!("DELETE FROM deliveries WHERE id IN (", orphans!(), ")")).execute(&mut **tx).await?;
                 tx.commit().await?;
                 let mut events = 0u64;
                 loop {
@@ -1595,7 +1608,8 @@ macro_rules! pg_deliveries_sql {
              dl AS (INSERT INTO deliveries (id, hook_id, kind, status, attempts, event_count, created, event_time, \
                next_attempt_at, lease_owner, lease_until) \
                SELECT gr.id, gr.hook_id, 'event', 'PENDING', 0, gr.n, ", $now, "::bigint, ", $now, "::bigint, ", $now, "::bigint, \
-               CASE WHEN gr.lease_until IS NOT NULL THEN ", $node, "::text END, gr.lease_until FROM gr RETURNING 1), \
+               CASE WHEN gr.lease_until IS NOT NULL THEN ", $node, "::text END, gr.lease_until FROM gr \
+               ORDER BY gr.hook_id, gr.chunk RETURNING 1), \
              o AS (INSERT INTO outbox (hook_id, event_seq, created, delivery_id) \
                SELECT ro.hook_id, ro.seq, ro.published, gr.id \
                FROM ro JOIN gr ON gr.hook_id = ro.hook_id AND gr.chunk = ro.chunk ORDER BY ro.seq RETURNING 1), \

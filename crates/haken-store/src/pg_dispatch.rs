@@ -55,7 +55,9 @@ impl Forming {
         let requested = self.due.swap(false, Ordering::AcqRel);
         requested
             || held == i64::MIN
-            || router_rev.is_some_and(|r| r >= 0 && r != held)
+            // Only a router newer than the dispatcher's hooks: one that lags (this node wrote
+            // nothing since another changed the hooks) would make every round form.
+            || router_rev.is_some_and(|r| r > held)
             || now.saturating_sub(self.at.load(Ordering::Acquire)) >= FORM_SWEEP_MS
     }
 }
