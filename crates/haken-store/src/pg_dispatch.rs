@@ -239,3 +239,23 @@ impl PgBackend {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forming_runs_when_there_may_be_work_or_newer_hooks() {
+        let f = Forming::default();
+        assert!(f.take(10_000, i64::MIN, Some(3)), "a node's first round forms");
+        f.at.store(10_000, Ordering::Release);
+        assert!(!f.take(10_001, 3, Some(3)), "nothing new: no forming");
+        assert!(f.take(10_001, 3, Some(4)), "the router saw newer hooks");
+        assert!(!f.take(10_001, 4, Some(3)), "a router that lags does not make every round form");
+        assert!(!f.take(10_001, 4, None));
+        f.request();
+        assert!(f.take(10_002, 4, Some(4)), "a backfill asked for it");
+        assert!(!f.take(10_003, 4, Some(4)), "the request is consumed");
+        assert!(f.take(10_000 + FORM_SWEEP_MS, 4, Some(4)), "the sweep comes once a second");
+    }
+}
