@@ -1156,6 +1156,18 @@ macro_rules! backend_impl {
                 Ok(queued)
             }
 
+            /// `DELETE FROM {target} IN (ids…)`, where `target` names the table and the column;
+            /// returns the rows deleted.
+            async fn delete_in(tx: &mut sqlx::Transaction<'static, $db>, target: &str, ids: &[String]) -> Result<u64, StoreError> {
+                let mut b: QueryBuilder<$db> = QueryBuilder::new(format!("DELETE FROM {target} IN ("));
+                let mut sep = b.separated(", ");
+                for id in ids {
+                    sep.push_bind(id.clone());
+                }
+                b.push(")");
+                Ok(b.build().execute(&mut **tx).await?.rows_affected())
+            }
+
             pub(crate) async fn purge(&self, delivered_before: i64, logs_before: i64) -> Result<(u64, u64), StoreError> {
                 let mut deliveries = 0u64;
                 loop {
@@ -1170,22 +1182,9 @@ macro_rules! backend_impl {
                     }
                     let ids = ids.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<Vec<_>, _>>()?;
                     // Locked above, so no replay can make them pending in between.
-                    for table in ["delivery_attempts", "outbox"] {
-                        let mut b: QueryBuilder<$db> = QueryBuilder::new(format!("DELETE FROM {table} WHERE delivery_id IN ("));
-                        let mut sep = b.separated(", ");
-                        for id in &ids {
-                            sep.push_bind(id.clone());
-                        }
-                        b.push(")");
-                        b.build().execute(&mut **tx).await?;
-                    }
-                    let mut b: QueryBuilder<$db> = QueryBuilder::new("DELETE FROM deliveries WHERE id IN (");
-                    let mut sep = b.separated(", ");
-                    for id in &ids {
-                        sep.push_bind(id.clone());
-                    }
-                    b.push(")");
-                    deliveries += b.build().execute(&mut **tx).await?.rows_affected();
+                    Self::delete_in(&mut tx, "delivery_attempts WHERE delivery_id", &ids).await?;
+                    Self::delete_in(&mut tx, "outbox WHERE delivery_id", &ids).await?;
+                    deliveries += Self::delete_in(&mut tx, "deliveries WHERE id", &ids).await?;
                     tx.commit().await?;
                 }
                 // Rows routed to a hook while it was being deleted (the writer's routing
@@ -1207,15 +1206,8 @@ macro_rules! backend_impl {
                 .map(|r| r.try_get::<String, _>(0))
                 .collect::<Result<Vec<_>, _>>()?;
                 if !orphans.is_empty() {
-                    for table in ["outbox WHERE delivery_id", "deliveries WHERE id"] {
-                        let mut b: QueryBuilder<$db> = QueryBuilder::new(format!("DELETE FROM {table} IN ("));
-                        let mut sep = b.separated(", ");
-                        for id in &orphans {
-                            sep.push_bind(id.clone());
-                        }
-                        b.push(")");
-                        b.build().execute(&mut **tx).await?;
-                    }
+                    Self::delete_in(&mut tx, "outbox WHERE delivery_id", &orphans).await?;
+                    Self::delete_in(&mut tx, "deliveries WHERE id", &orphans).await?;
                 }
                 tx.commit().await?;
                 let mut events = 0u64;
