@@ -1490,7 +1490,16 @@ impl EventRows<'_> {
     }
 
     /// The deliveries `ids`/`uuids` name, with their events, and which slots they used.
-    fn handed(&self, ids: &[String], uuids: &[String]) -> Result<(Vec<Claimed>, Vec<bool>), StoreError> {
+    /// The event texts move into the deliveries (the statement is done with them); an event
+    /// several deliveries take is copied for all but the last.
+    fn handed(&mut self, ids: &[String], uuids: &[String]) -> Result<(Vec<Claimed>, Vec<bool>), StoreError> {
+        let mut raws: Vec<Option<Box<serde_json::value::RawValue>>> = vec![None; self.data.len()];
+        let mut uses = vec![0usize; self.data.len()];
+        for uuid in uuids {
+            if let Some(k) = self.uuids.iter().position(|u| u == uuid) {
+                uses[k] += 1;
+            }
+        }
         let mut claimed: Vec<Claimed> = Vec::new();
         let mut used = vec![false; self.slot_ids.len()];
         for (id, uuid) in ids.iter().zip(uuids) {
@@ -1528,8 +1537,15 @@ impl EventRows<'_> {
             let event = self.uuids.iter().position(|u| u == uuid).ok_or_else(|| {
                 StoreError::Corrupt(format!("delivery {id} holds event {uuid}, which the write did not carry"))
             })?;
-            let raw = serde_json::value::RawValue::from_string(self.data[event].clone())
-                .map_err(|e| StoreError::Corrupt(format!("event {uuid}: {e}")))?;
+            if raws[event].is_none() {
+                let raw = serde_json::value::RawValue::from_string(std::mem::take(&mut self.data[event]))
+                    .map_err(|e| StoreError::Corrupt(format!("event {uuid}: {e}")))?;
+                raws[event] = Some(raw);
+            }
+            uses[event] -= 1;
+            // The last delivery to take the event takes the text itself.
+            let raw = if uses[event] == 0 { raws[event].take() } else { raws[event].clone() }
+                .ok_or_else(|| StoreError::Corrupt(format!("event {uuid} taken twice")))?;
             if let Some(c) = claimed.last_mut() {
                 c.delivery.event_count += 1;
                 c.stored_events.get_or_insert_with(Vec::new).push(raw);

@@ -843,3 +843,41 @@ async fn shutdown_writes_the_queued_delivery_records() {
     crate::harness::drop_database(&url).await;
     assert_eq!(rows, vec![("DELIVERED".to_owned(), 1)]);
 }
+
+/// An event two hooks take is handed over in a delivery of each, with its full text in both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_two_hooks_take_is_handed_over_to_both() {
+    if !crate::harness::postgres_available().await {
+        return;
+    }
+    let rx = Receiver::start().await;
+    let a = TestServer::start(Backend::Postgres).await;
+    let first = ready_hook(&a, hook_body("first", &rx.url, &["user.account.update_profile"])).await;
+    let second = ready_hook(&a, hook_body("second", &rx.url, &["user.account.update_profile"])).await;
+    let user = make_user(&a, "twice@example.org").await;
+    let url = a.database_url().expect("postgres");
+    let b = haken_store::Store::connect(&haken_store::StoreOptions::new(url)).await.expect("connect");
+    b.install_router(std::sync::Arc::new(haken_hooks::HookRouter::new()));
+    let intake = std::sync::Arc::new(RecordingIntake {
+        room: 2.into(),
+        reserved: 0.into(),
+        released: 0.into(),
+        handed: Default::default(),
+    });
+    assert!(b.install_intake(intake.clone()));
+    let uuid = change_nickname(&b, &user, "twice").await;
+    let mut handed = std::mem::take(&mut *intake.handed.lock().expect("handed"));
+    handed.sort_by(|x, y| x.delivery.hook_id.cmp(&y.delivery.hook_id));
+    let mut hooks = vec![first, second];
+    hooks.sort();
+    assert_eq!(handed.iter().map(|c| c.delivery.hook_id.clone()).collect::<Vec<_>>(), hooks);
+    for c in &handed {
+        let events = c.stored_events.as_ref().expect("events come with it");
+        assert_eq!(events.len(), 1);
+        let sent: Value = serde_json::from_str(events[0].get()).expect("event json");
+        assert_eq!(sent["uuid"], uuid.as_str());
+        assert_eq!(sent["eventType"], "user.account.update_profile");
+    }
+    b.close().await;
+    a.stop().await;
+}
