@@ -55,7 +55,7 @@ pub struct Dispatcher {
     in_flight: Mutex<HashMap<String, u32>>,
     tasks: Mutex<tokio::task::JoinSet<()>>,
     /// The receiving hooks of the last round and their revision: deliveries a write hands over
-    /// (PostgreSQL) are taken only for hooks of the revision that write was routed by.
+    /// are taken only for hooks of the revision that write was routed by.
     held: Mutex<(i64, HashMap<String, Arc<EventHook>>)>,
     /// Set at shutdown: nothing more is taken or started.
     stopping: AtomicBool,
@@ -65,6 +65,9 @@ pub struct Dispatcher {
     starved: AtomicBool,
     /// When the queue gauges were last refreshed (ms).
     stats_at: std::sync::atomic::AtomicI64,
+    /// The runtime sends run on: a hand-over may come from a thread outside it (SQLite's
+    /// writer thread).
+    runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 struct Slot<'a> {
@@ -98,6 +101,7 @@ impl Dispatcher {
             stopping: AtomicBool::new(false),
             starved: AtomicBool::new(true),
             stats_at: std::sync::atomic::AtomicI64::new(0),
+            runtime: std::sync::OnceLock::new(),
         })
     }
 
@@ -119,6 +123,7 @@ impl Dispatcher {
     /// Runs until `shutdown` turns true, then waits (bounded) for deliveries in flight.
     pub fn spawn(self: &Arc<Self>, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
         let me = self.clone();
+        let _ = me.runtime.set(tokio::runtime::Handle::current());
         if let Some(pool) = me.store.pg_pool().cloned() {
             let store = me.store.clone();
             let mut stop = shutdown.clone();
@@ -181,7 +186,7 @@ impl Dispatcher {
         let now = Timestamp::now().millis();
         let lease_until = now + i64::try_from(self.config.lease.as_millis()).unwrap_or(60_000);
         // The room a round offers is taken at once, so writes handing deliveries over at the
-        // same moment (PostgreSQL) cannot take it too; what the round does not lease goes back.
+        // same moment cannot take it too; what the round does not lease goes back.
         let offered: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
         let (me, taken) = (self.clone(), offered.clone());
         let result = self
@@ -242,12 +247,16 @@ impl Dispatcher {
         let me = self.clone();
         let Ok(mut tasks) = self.tasks.lock() else { return };
         while tasks.try_join_next().is_some() {}
-        tasks.spawn(async move {
+        let send = async move {
             let _slot = Slot { dispatcher: &me, hook_id: hook.id.clone() };
             if let Err(e) = me.deliver(&hook, claimed).await {
                 tracing::warn!(hook_id = %hook.id, error = %e, "Could not record a delivery attempt; its lease will expire and it will be sent again.");
             }
-        });
+        };
+        match self.runtime.get() {
+            Some(runtime) => tasks.spawn_on(send, runtime),
+            None => tasks.spawn(send),
+        };
     }
 
     /// Takes every in-flight slot `hook` has free; returns how many.

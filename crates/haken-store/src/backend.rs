@@ -34,6 +34,8 @@ pub struct SqliteBackend {
     pub(crate) hooks: Arc<HookRuntime>,
     /// Delivered attempts, recorded in batches (`record.rs`): one writer job for many.
     pub(crate) recorder: Arc<crate::record::Recorder>,
+    /// The hooks revision a dispatcher round last returned the receiving hooks of.
+    pub(crate) hooks_seen: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// PostgreSQL, shared by any number of nodes.
@@ -88,10 +90,19 @@ impl SqliteBackend {
             .connect_with(base.read_only(true))
             .await?;
         let gate = Gate::default();
-        let writer = Arc::new(Writer::start(path, gate.clone())?);
         let hooks = Arc::<HookRuntime>::default();
+        let writer = Arc::new(Writer::start(path, gate.clone(), Some(crate::sqlite_hot::group_end(hooks.clone())))?);
         let recorder = Arc::new(crate::sqlite_hot::recorder(writer.clone(), hooks.clone()));
-        Ok(SqliteBackend { writer, gate, write, read, work, hooks, recorder })
+        Ok(SqliteBackend {
+            writer,
+            gate,
+            write,
+            read,
+            work,
+            hooks,
+            recorder,
+            hooks_seen: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
+        })
     }
 
     async fn begin(&self) -> Result<WriteTx<sqlx::Sqlite>, StoreError> {
@@ -1591,6 +1602,39 @@ impl Drop for Handover {
             for c in &self.claimed {
                 intake.release(&c.delivery.hook_id);
             }
+        }
+    }
+}
+
+/// Slots reserved one by one while deliveries are formed (SQLite's group end): given back when
+/// dropped (forming failed), or they become a [`Handover`] of the deliveries they hold.
+pub(crate) struct Reserved {
+    intake: Arc<dyn crate::Intake>,
+    hooks: Vec<String>,
+}
+
+impl Reserved {
+    pub(crate) fn new(intake: Arc<dyn crate::Intake>) -> Reserved {
+        Reserved { intake, hooks: Vec::new() }
+    }
+
+    /// Notes a slot of `hook_id` that `intake` reserved.
+    pub(crate) fn hold(&mut self, hook_id: &str) {
+        self.hooks.push(hook_id.to_owned());
+    }
+
+    /// The handover of `claimed`, one delivery per slot held.
+    pub(crate) fn into_handover(mut self, claimed: Vec<Claimed>) -> Handover {
+        debug_assert_eq!(claimed.len(), self.hooks.len());
+        self.hooks.clear();
+        Handover { intake: (!claimed.is_empty()).then(|| self.intake.clone()), claimed }
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        for hook in &self.hooks {
+            self.intake.release(hook);
         }
     }
 }

@@ -158,8 +158,9 @@ pub trait EventRouter: Send + Sync + 'static {
     fn route(&self, event: &LogEvent) -> Vec<String>;
 }
 
-/// A node's delivery engine as PostgreSQL writers see it. A write that makes a delivery for a
-/// hook with room leases it to this node in its own statement and hands it over after commit,
+/// A node's delivery engine as the store's writers see it. A write that makes a delivery for a
+/// hook with room leases it to this node in its own transaction (PostgreSQL: its statement;
+/// SQLite: the end of its writer group) and hands it over after commit,
 /// so it goes out without waiting for a lease round. What is not handed over (no room, a hooks
 /// revision the engine does not hold, a failed write) waits for a round as before; a handed
 /// delivery that is never sent is leased again when its lease ends, like any other.
@@ -186,7 +187,7 @@ pub const MAX_EVENTS_PER_DELIVERY: i64 = 50;
 #[derive(Default)]
 pub struct HookRuntime {
     router: std::sync::OnceLock<std::sync::Arc<dyn EventRouter>>,
-    /// This node's delivery engine, for deliveries handed over at write time (PostgreSQL).
+    /// This node's delivery engine, for deliveries handed over at write time.
     intake: std::sync::OnceLock<std::sync::Arc<dyn Intake>>,
     wake: tokio::sync::Notify,
     cache: ReadCache,
@@ -265,8 +266,8 @@ pub struct DispatchRound {
     pub claimed: Vec<(EventHook, Vec<Claimed>)>,
     /// Earliest future `next_attempt_at` (ms) of deliveries not due yet.
     pub next_due: Option<i64>,
-    /// The receiving hooks the round worked with and their revision (PostgreSQL): what an
-    /// [`Intake`] checks a write's revision against.
+    /// The receiving hooks the round worked with and their revision, when they may be newer
+    /// than the last round's: what an [`Intake`] checks a write's revision against.
     pub hooks: Option<(i64, std::sync::Arc<Vec<EventHook>>)>,
 }
 
@@ -536,13 +537,9 @@ impl Store {
     }
 
     /// Installs this node's delivery engine as the taker of deliveries written leased to it
-    /// (once, at start). PostgreSQL only: on SQLite the writer thread forms and leases in one
-    /// place already, and this returns false.
+    /// (once, at start; false if one is installed already).
     pub fn install_intake(&self, intake: std::sync::Arc<dyn Intake>) -> bool {
-        match self {
-            Store::Postgres(b) => b.hooks.intake.set(intake).is_ok(),
-            Store::Sqlite(_) => false,
-        }
+        self.runtime().intake.set(intake).is_ok()
     }
 
     /// Resolves after a commit that queued deliveries (or at once if one happened since the

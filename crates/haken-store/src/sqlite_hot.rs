@@ -33,11 +33,7 @@ pub(crate) fn insert_events(conn: &Connection, hooks: &HookRuntime, events: &[Lo
     }
     let router = hooks.router.get();
     if let Some(router) = router {
-        let rev: Option<String> = conn
-            .prepare_cached("SELECT value FROM settings WHERE key = 'event_hooks_rev'")?
-            .query_row([], |r| r.get(0))
-            .optional()?;
-        let rev = rev.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+        let rev = hooks_rev(conn)?;
         if rev != router.revision() {
             let mut st = conn.prepare_cached("SELECT data FROM event_hooks WHERE receives = 1")?;
             let rows = st.query_map([], |r| r.get::<_, String>(0))?;
@@ -64,6 +60,15 @@ pub(crate) fn insert_events(conn: &Connection, hooks: &HookRuntime, events: &[Lo
         }
     }
     Ok(routed)
+}
+
+/// The event hooks' revision (bumped by every hook change).
+fn hooks_rev(conn: &Connection) -> Result<i64, StoreError> {
+    let rev: Option<String> = conn
+        .prepare_cached("SELECT value FROM settings WHERE key = 'event_hooks_rev'")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    Ok(rev.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0))
 }
 
 /// The indexed columns of a user's row as stored, beside its document.
@@ -158,13 +163,28 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Delivery, Optio
     Ok((delivery, r.get("inline_events")?))
 }
 
-/// Puts routed events not yet in a delivery into deliveries of up to `max_events` each.
-fn form_deliveries(conn: &Connection, now: i64, max_events: i64) -> Result<usize, StoreError> {
+/// A delivery [`form_deliveries`] made.
+struct Formed {
+    id: String,
+    hook_id: String,
+    /// Its lease end, when it was written leased to this node.
+    lease: Option<i64>,
+}
+
+/// Puts routed events not yet in a delivery into deliveries of up to `max_events` each. Each
+/// delivery is written leased to `node` until the time `lease(hook_id)` gives, if it gives one.
+fn form_deliveries(
+    conn: &Connection,
+    now: i64,
+    max_events: i64,
+    node: &str,
+    lease: &mut dyn FnMut(&str) -> Option<i64>,
+) -> Result<Vec<Formed>, StoreError> {
     let hook_ids: Vec<String> = conn
         .prepare_cached("SELECT DISTINCT hook_id FROM outbox WHERE delivery_id IS NULL LIMIT 200")?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    let mut made = 0usize;
+    let mut made = Vec::new();
     for hook_id in hook_ids {
         // A hook deleted while a writer was routing to it can leave rows behind: drop them.
         let exists: Option<i64> = conn
@@ -188,24 +208,137 @@ fn form_deliveries(conn: &Connection, now: i64, max_events: i64) -> Result<usize
                 break;
             };
             let id = haken_core::log_event::new_uuid();
+            let until = lease(&hook_id);
             conn.prepare_cached(
-                "INSERT INTO deliveries (id, hook_id, kind, status, attempts, event_count, created, event_time, next_attempt_at) \
-                 VALUES (?1, ?2, 'event', 'PENDING', 0, ?3, ?4, ?4, ?4)",
+                "INSERT INTO deliveries (id, hook_id, kind, status, attempts, event_count, created, event_time, next_attempt_at, \
+                 lease_owner, lease_until) VALUES (?1, ?2, 'event', 'PENDING', 0, ?3, ?4, ?4, ?4, ?5, ?6)",
             )?
-            .execute(params![id, hook_id, seqs.len() as i64, now])?;
+            .execute(params![id, hook_id, seqs.len() as i64, now, until.map(|_| node), until])?;
             // The rows just read are the hook's unbatched rows from `first` to `last`: no other
             // writer runs between the read and this update.
             conn.prepare_cached(
                 "UPDATE outbox SET delivery_id = ?1 WHERE hook_id = ?2 AND delivery_id IS NULL AND seq >= ?3 AND seq <= ?4",
             )?
             .execute(params![id, hook_id, first, last])?;
-            made += 1;
-            if (seqs.len() as i64) < max_events {
+            let full = seqs.len() as i64 >= max_events;
+            made.push(Formed { id, hook_id: hook_id.clone(), lease: until });
+            if !full {
                 break;
             }
         }
     }
     Ok(made)
+}
+
+/// The end of every writer group when this node's delivery engine is installed (SQLite's
+/// hand-over, as PostgreSQL's writes do it): the events the group's jobs routed are put into
+/// deliveries in the group's own transaction; those for hooks with room are leased to this
+/// node and, once committed, handed to the engine with their events, so they go out without a
+/// dispatcher round or an event read. The rest wait for a round, which is woken.
+pub(crate) fn group_end(hooks: Arc<HookRuntime>) -> crate::sqlite_writer::GroupEnd {
+    Box::new(move |conn| {
+        let intake = hooks.intake.get()?.clone();
+        let step = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(|_| ());
+        let formed = (|| -> Result<Option<(crate::backend::Handover, bool)>, StoreError> {
+            let waiting: Option<i64> = conn
+                .prepare_cached("SELECT 1 FROM outbox WHERE delivery_id IS NULL LIMIT 1")?
+                .query_row([], |r| r.get(0))
+                .optional()?;
+            if waiting.is_none() {
+                return Ok(None);
+            }
+            step("SAVEPOINT group_end")?;
+            let handed = hand_over_formed(conn, &intake);
+            match &handed {
+                Ok(_) => step("RELEASE group_end")?,
+                Err(_) => step("ROLLBACK TO group_end").and_then(|()| step("RELEASE group_end"))?,
+            }
+            handed.map(Some)
+        })();
+        let (handover, wake) = match formed {
+            Ok(None) => return None,
+            Ok(Some((handover, all))) => (Some(handover), !all),
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not form the deliveries of a write; a dispatcher round will.");
+                (None, true)
+            }
+        };
+        let hooks = hooks.clone();
+        Some(Box::new(move |committed: bool| {
+            if committed {
+                if let Some(h) = handover {
+                    h.give();
+                }
+                if wake {
+                    hooks.wake.notify_one();
+                }
+            }
+            // Not committed: the handover's slots go back as it drops; the rows are gone.
+        }) as crate::sqlite_writer::AfterCommit)
+    })
+}
+
+/// Forms the deliveries of rows waiting in the outbox, leasing those whose hook has room with
+/// `intake`; returns them with their events, and whether every one was leased.
+fn hand_over_formed(
+    conn: &Connection,
+    intake: &Arc<dyn crate::Intake>,
+) -> Result<(crate::backend::Handover, bool), StoreError> {
+    let rev = hooks_rev(conn)?;
+    let now = Timestamp::now().millis();
+    // Slots reserved so far: given back if forming fails.
+    let mut reserved = crate::backend::Reserved::new(intake.clone());
+    let formed = form_deliveries(conn, now, crate::MAX_EVENTS_PER_DELIVERY, intake.node(), &mut |hook_id| {
+        let lease = intake.reserve(hook_id, rev, now);
+        if lease.is_some() {
+            reserved.hold(hook_id);
+        }
+        lease
+    })?;
+    // Rows beyond what one forming takes wait for a round too.
+    let left: Option<i64> = conn
+        .prepare_cached("SELECT 1 FROM outbox WHERE delivery_id IS NULL LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    let all = left.is_none() && formed.iter().all(|f| f.lease.is_some());
+    let mut claimed = Vec::new();
+    let mut events = conn.prepare_cached(
+        "SELECT l.data FROM outbox o JOIN log_events l ON l.seq = o.event_seq WHERE o.delivery_id = ?1 ORDER BY o.seq",
+    )?;
+    for f in formed {
+        if f.lease.is_none() {
+            continue;
+        }
+        let texts: Vec<String> = events.query_map([&f.id], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let stored = texts
+            .into_iter()
+            .map(|t| {
+                serde_json::value::RawValue::from_string(t)
+                    .map_err(|e| StoreError::Corrupt(format!("event of delivery {}: {e}", f.id)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let at = Timestamp(now);
+        claimed.push(Claimed {
+            delivery: Delivery {
+                id: f.id,
+                hook_id: f.hook_id,
+                kind: "event".into(),
+                status: DeliveryStatus::Pending,
+                attempts: 0,
+                event_count: u32::try_from(stored.len()).unwrap_or(u32::MAX),
+                created: at,
+                event_time: at,
+                next_attempt_at: at,
+                last_attempt_at: None,
+                delivered_at: None,
+                last_status: None,
+                last_error: None,
+            },
+            inline_events: None,
+            stored_events: Some(stored),
+        });
+    }
+    Ok((reserved.into_handover(claimed), all))
 }
 
 /// How much a hook may take this round (its in-flight bound less what is in flight).
@@ -218,13 +351,26 @@ fn dispatch_round(
     node: &str,
     lease_until: i64,
     room: &Room,
+    hooks_seen: i64,
 ) -> Result<DispatchRound, StoreError> {
+    let mut out = DispatchRound::default();
+    // The receiving hooks, when they changed since a round last returned them: writes hand
+    // over only deliveries of the revision the engine holds.
+    let rev = hooks_rev(conn)?;
+    if rev != hooks_seen {
+        let mut st = conn.prepare_cached("SELECT data FROM event_hooks WHERE receives = 1")?;
+        let receiving = st
+            .query_map([], |r| r.get::<_, String>(0))?
+            .map(|d| d.map_err(StoreError::from).and_then(|d| decode::<EventHook>(&d)))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.hooks = Some((rev, Arc::new(receiving)));
+    }
     let unbatched: Option<i64> = conn
         .prepare_cached("SELECT 1 FROM outbox WHERE delivery_id IS NULL LIMIT 1")?
         .query_row([], |r| r.get(0))
         .optional()?;
     if unbatched.is_some() {
-        form_deliveries(conn, now, max_events)?;
+        form_deliveries(conn, now, max_events, node, &mut |_| None)?;
     }
     let due: Vec<(String, i64)> = conn
         .prepare_cached(
@@ -234,7 +380,6 @@ fn dispatch_round(
         )?
         .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    let mut out = DispatchRound::default();
     for (hook_id, at) in due {
         if at > now {
             out.next_due = Some(out.next_due.map_or(at, |n: i64| n.min(at)));
@@ -341,6 +486,12 @@ fn finish_attempt(
 }
 
 impl SqliteBackend {
+    /// After a writer job committed: its routed events are formed at its group's end when an
+    /// engine is installed, which wakes the dispatcher if need be; otherwise a round forms them.
+    fn after_job(&self, routed: bool) {
+        self.after_commit(routed && self.hooks.intake.get().is_none());
+    }
+
     pub(crate) async fn insert_user(
         &self,
         user: &User,
@@ -373,7 +524,7 @@ impl SqliteBackend {
                 insert_events(conn, &hooks, &events)
             })
             .await?;
-        self.after_commit(routed);
+        self.after_job(routed);
         Ok(())
     }
 
@@ -395,7 +546,7 @@ impl SqliteBackend {
                 Ok((change.value, routed))
             })
             .await?;
-        self.after_commit(routed);
+        self.after_job(routed);
         Ok(user)
     }
 
@@ -420,7 +571,7 @@ impl SqliteBackend {
                 Ok(insert_events(conn, &hooks, &events)?)
             })
             .await?;
-        self.after_commit(routed);
+        self.after_job(routed);
         Ok(())
     }
 
@@ -435,7 +586,15 @@ impl SqliteBackend {
         room: Room,
     ) -> Result<DispatchRound, StoreError> {
         let node = node.to_owned();
-        self.writer.write(move |conn| dispatch_round(conn, now, max_events, &node, lease_until, &room)).await
+        let seen = self.hooks_seen.load(std::sync::atomic::Ordering::Acquire);
+        let round = self
+            .writer
+            .write(move |conn| dispatch_round(conn, now, max_events, &node, lease_until, &room, seen))
+            .await?;
+        if let Some((rev, _)) = &round.hooks {
+            self.hooks_seen.store(*rev, std::sync::atomic::Ordering::Release);
+        }
+        Ok(round)
     }
 
     pub(crate) async fn finish_attempt(
@@ -452,7 +611,7 @@ impl SqliteBackend {
             .writer
             .write(move |conn| finish_attempt(conn, &hooks, &a, &outcome, &events, stop_hook.as_deref()))
             .await?;
-        self.after_commit(routed);
+        self.after_job(routed);
         Ok(recorded)
     }
 }

@@ -14,6 +14,9 @@
 //! savepoint per job, the failed job answered with its error and not run again; so a job may
 //! run more than once before it is answered, and must be repeatable.
 //!
+//! After the jobs, still inside the transaction, a group end given at start may write more
+//! (the backend forms the group's deliveries there) and leave work for after the commit.
+//!
 //! The less frequent writes still go through the sqlx write connection; they take [`Gate`]
 //! for their whole transaction, as the thread does for each group, so the two never wait on
 //! SQLite's file lock for each other inside the process.
@@ -75,6 +78,15 @@ where
     }
 }
 
+/// What a group does after its jobs, inside their transaction: it returns what to do once the
+/// commit's outcome is known (`true`: committed). It must leave the transaction as it would
+/// commit (undoing its own writes if it fails). The SQLite backend puts the group's routed
+/// events into deliveries here and hands them to the delivery engine.
+pub(crate) type GroupEnd = Box<dyn FnMut(&Connection) -> Option<AfterCommit> + Send>;
+
+/// What a [`GroupEnd`] leaves for after the commit.
+pub(crate) type AfterCommit = Box<dyn FnOnce(bool) + Send>;
+
 /// Handle to the writer thread; dropping every handle (or [`Writer::close`]) stops it.
 pub(crate) struct Writer {
     queue: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
@@ -89,13 +101,13 @@ impl std::fmt::Debug for Writer {
 
 impl Writer {
     /// Opens the write connection on `path` (the database exists and is migrated) and starts
-    /// the thread.
-    pub(crate) fn start(path: &str, gate: Gate) -> Result<Writer, StoreError> {
-        Writer::start_with(path, gate, RESTART_AFTER_FRAMES)
+    /// the thread; `end` runs at the end of every group.
+    pub(crate) fn start(path: &str, gate: Gate, end: Option<GroupEnd>) -> Result<Writer, StoreError> {
+        Writer::start_with(path, gate, end, RESTART_AFTER_FRAMES)
     }
 
     /// [`Writer::start`], the log made to start over once it holds `restart_after` frames.
-    fn start_with(path: &str, gate: Gate, restart_after: i64) -> Result<Writer, StoreError> {
+    fn start_with(path: &str, gate: Gate, mut end: Option<GroupEnd>, restart_after: i64) -> Result<Writer, StoreError> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         // The same settings as the sqlx connections: WAL (already set on the file), commits
@@ -122,7 +134,7 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("haken-sqlite-writer".into())
             .spawn(move || {
-                run(&conn, &rx, &gate, &committed);
+                run(&conn, &rx, &gate, &mut end, &committed);
                 // The last checkpoint is done when the writer is.
                 drop(committed);
                 checkpointer.thread().unpark();
@@ -218,7 +230,13 @@ fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
 }
 
-fn run(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>, gate: &Gate, committed: &mpsc::SyncSender<()>) {
+fn run(
+    conn: &Connection,
+    queue: &mpsc::Receiver<Box<dyn Job>>,
+    gate: &Gate,
+    end: &mut Option<GroupEnd>,
+    committed: &mpsc::SyncSender<()>,
+) {
     while let Ok(first) = queue.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -228,8 +246,14 @@ fn run(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>, gate: &Gate, com
             }
         }
         let held = gate.blocking_lock();
-        let commit = group(conn, &mut jobs);
+        let (commit, after) = group(conn, &mut jobs, end);
         drop(held);
+        if let Some(after) = after {
+            let committed = commit.is_ok();
+            if std::panic::catch_unwind(AssertUnwindSafe(move || after(committed))).is_err() {
+                tracing::error!("The work after a SQLite commit failed unexpectedly.");
+            }
+        }
         let commit = match &commit {
             Ok(()) => {
                 // Full: the checkpoint thread has already been told.
@@ -244,15 +268,25 @@ fn run(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>, gate: &Gate, com
     }
 }
 
-/// Runs one group in one transaction and returns the commit's result; each job keeps its own.
-fn group(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> Result<(), String> {
+/// Runs one group in one transaction, then `end`, and returns the commit's result (each job
+/// keeps its own) with what `end` left for after it.
+fn group(
+    conn: &Connection,
+    jobs: &mut [Box<dyn Job>],
+    end: &mut Option<GroupEnd>,
+) -> (Result<(), String>, Option<AfterCommit>) {
     let step = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(|_| ());
+    let mut after = None;
     let outcome = step("BEGIN IMMEDIATE").map_err(|e| e.to_string()).and_then(|()| match run_plain(conn, jobs)? {
         None => Ok(()),
         Some(failed) => {
             step("ROLLBACK").and_then(|()| step("BEGIN IMMEDIATE")).map_err(|e| e.to_string())?;
             run_in_savepoints(conn, jobs, failed)
         }
+    });
+    let outcome = outcome.and_then(|()| {
+        after = end.as_mut().and_then(|end| end(conn));
+        if conn.is_autocommit() { Err("the transaction was rolled back by SQLite".to_owned()) } else { Ok(()) }
     });
     let commit = outcome.and_then(|()| step("COMMIT").map_err(|e| e.to_string()));
     if let Err(why) = &commit {
@@ -261,7 +295,7 @@ fn group(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> Result<(), String> {
             let _ = conn.execute_batch("ROLLBACK");
         }
     }
-    commit
+    (commit, after)
 }
 
 /// Runs the jobs in order without savepoints. Returns the index of the first job that failed
@@ -321,7 +355,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_job_rolls_back_alone_in_its_group() {
         let (dir, path) = scratch();
-        let writer = Arc::new(Writer::start(&path, Gate::default()).expect("writer"));
+        let writer = Arc::new(Writer::start(&path, Gate::default(), None).expect("writer"));
         // The first job holds the thread until the others are queued: they form one group.
         let (release, hold) = mpsc::channel::<()>();
         let first = {
@@ -383,7 +417,7 @@ mod tests {
     async fn only_a_job_that_failed_after_writing_makes_the_group_run_again() {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let (dir, path) = scratch();
-        let writer = Arc::new(Writer::start(&path, Gate::default()).expect("writer"));
+        let writer = Arc::new(Writer::start(&path, Gate::default(), None).expect("writer"));
         for (base, dirty) in [(100i64, false), (200, true)] {
             let (release, hold) = mpsc::channel::<()>();
             let w = writer.clone();
@@ -435,7 +469,7 @@ mod tests {
     #[tokio::test]
     async fn commits_are_checkpointed_into_the_database_file() {
         let (dir, path) = scratch();
-        let writer = Writer::start(&path, Gate::default()).expect("writer");
+        let writer = Writer::start(&path, Gate::default(), None).expect("writer");
         let before = std::fs::metadata(&path).expect("db file").len();
         for n in 0..20i64 {
             writer
@@ -480,7 +514,7 @@ mod tests {
     async fn the_log_starts_over_under_steady_writes() {
         let (dir, path) = scratch();
         Connection::open(&path).expect("open").execute_batch("CREATE TABLE b (v BLOB)").expect("table");
-        let writer = Writer::start_with(&path, Gate::default(), 64).expect("writer");
+        let writer = Writer::start_with(&path, Gate::default(), None, 64).expect("writer");
         let wal = format!("{path}-wal");
         let (started, mut written, mut largest) = (std::time::Instant::now(), 0u64, 0u64);
         while started.elapsed() < Duration::from_millis(1500) {
@@ -507,7 +541,7 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_job_does_not_stop_the_writer() {
         let (dir, path) = scratch();
-        let writer = Writer::start(&path, Gate::default()).expect("writer");
+        let writer = Writer::start(&path, Gate::default(), None).expect("writer");
         let r = writer
             .write(|c| -> Result<(), StoreError> {
                 c.execute("INSERT INTO t (n) VALUES (1)", [])?;
@@ -534,7 +568,7 @@ mod tests {
     async fn the_gate_keeps_the_thread_out() {
         let (dir, path) = scratch();
         let gate = Gate::default();
-        let writer = Arc::new(Writer::start(&path, gate.clone()).expect("writer"));
+        let writer = Arc::new(Writer::start(&path, gate.clone(), None).expect("writer"));
         let held = gate.clone().lock_owned().await;
         let w = writer.clone();
         let job = tokio::spawn(async move {

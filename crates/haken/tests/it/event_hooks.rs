@@ -24,6 +24,8 @@ both!(
     retention_keeps_what_is_still_owed,
     a_backlog_goes_out_in_fifties_in_order,
     the_in_flight_bound_holds,
+    a_write_hands_its_deliveries_to_its_own_engine,
+    an_event_two_hooks_take_is_handed_over_to_both,
 );
 
 fn hook_body(name: &str, uri: &str, items: &[&str]) -> Value {
@@ -726,21 +728,34 @@ async fn change_nickname(store: &haken_store::Store, user: &str, nick: &str) -> 
     uuid
 }
 
-/// On PostgreSQL a user change's deliveries for a hook its node's engine has room for are
-/// leased to that node by the write's own statement and handed to the engine after commit,
-/// with their events; without room they are left unleased for any node's round.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_hands_its_deliveries_to_its_own_engine() {
-    use std::sync::atomic::Ordering::SeqCst;
-    if !crate::harness::postgres_available().await {
-        return;
+/// The node a delivery is leased to, read from the database at `url`.
+async fn lease_owner(url: &str, delivery: &str) -> Option<String> {
+    let sql = "SELECT lease_owner FROM deliveries WHERE id = $1";
+    if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(url).await.expect("connect");
+        let owner = sqlx::query_scalar(sql).bind(delivery).fetch_one(&pool).await.expect("delivery row");
+        pool.close().await;
+        owner
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.expect("connect");
+        let owner = sqlx::query_scalar(sql).bind(delivery).fetch_one(&pool).await.expect("delivery row");
+        pool.close().await;
+        owner
     }
+}
+
+/// A user change's deliveries for a hook its node's engine has room for are leased to that
+/// node in the write's own transaction (PostgreSQL: its statement; SQLite: its writer group)
+/// and handed to the engine after commit, with their events; without room they are left
+/// unleased for a dispatcher round.
+async fn a_write_hands_its_deliveries_to_its_own_engine(backend: Backend) {
+    use std::sync::atomic::Ordering::SeqCst;
     let rx = Receiver::start().await;
-    let a = TestServer::start(Backend::Postgres).await;
+    let a = TestServer::start(backend).await;
     let hook = ready_hook(&a, hook_body("handed", &rx.url, &["user.account.update_profile"])).await;
     let user = make_user(&a, "handed@example.org").await;
     // A second node on the same database, without a dispatcher of its own.
-    let url = a.database_url().expect("postgres");
+    let url = a.store_url();
     let b = haken_store::Store::connect(&haken_store::StoreOptions::new(url.clone())).await.expect("connect");
     b.install_router(std::sync::Arc::new(haken_hooks::HookRouter::new()));
     let intake = std::sync::Arc::new(RecordingIntake {
@@ -759,13 +774,7 @@ async fn a_write_hands_its_deliveries_to_its_own_engine() {
     let events = handed[0].stored_events.as_ref().expect("events come with it");
     let sent: Value = serde_json::from_str(events[0].get()).expect("event json");
     assert_eq!(sent["uuid"], first.as_str());
-    let pool = b.pg_pool().expect("postgres").clone();
-    let owner: Option<String> = sqlx::query_scalar("SELECT lease_owner FROM deliveries WHERE id = $1")
-        .bind(&d.id)
-        .fetch_one(&pool)
-        .await
-        .expect("delivery row");
-    assert_eq!(owner.as_deref(), Some("recording-node"), "leased by the write itself");
+    assert_eq!(lease_owner(&url, &d.id).await.as_deref(), Some("recording-node"), "leased by the write itself");
     assert_eq!((intake.reserved.load(SeqCst), intake.released.load(SeqCst)), (1, 0));
 
     // No room: nothing handed over, and the server's own round delivers it.
@@ -783,7 +792,7 @@ async fn a_write_hands_its_deliveries_to_its_own_engine() {
 }
 
 /// A hook's in-flight bound holds whoever leases its deliveries: the dispatcher's rounds, or
-/// (PostgreSQL) the writes that hand their deliveries over at commit.
+/// the writes that hand their deliveries over at commit.
 async fn the_in_flight_bound_holds(b: Backend) {
     let s = TestServer::start(b).await;
     let mut users = Vec::new();
@@ -845,18 +854,13 @@ async fn shutdown_writes_the_queued_delivery_records() {
 }
 
 /// An event two hooks take is handed over in a delivery of each, with its full text in both.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_two_hooks_take_is_handed_over_to_both() {
-    if !crate::harness::postgres_available().await {
-        return;
-    }
+async fn an_event_two_hooks_take_is_handed_over_to_both(backend: Backend) {
     let rx = Receiver::start().await;
-    let a = TestServer::start(Backend::Postgres).await;
+    let a = TestServer::start(backend).await;
     let first = ready_hook(&a, hook_body("first", &rx.url, &["user.account.update_profile"])).await;
     let second = ready_hook(&a, hook_body("second", &rx.url, &["user.account.update_profile"])).await;
     let user = make_user(&a, "twice@example.org").await;
-    let url = a.database_url().expect("postgres");
-    let b = haken_store::Store::connect(&haken_store::StoreOptions::new(url)).await.expect("connect");
+    let b = haken_store::Store::connect(&haken_store::StoreOptions::new(a.store_url())).await.expect("connect");
     b.install_router(std::sync::Arc::new(haken_hooks::HookRouter::new()));
     let intake = std::sync::Arc::new(RecordingIntake {
         room: 2.into(),

@@ -188,6 +188,12 @@ impl TestServer {
         self.pg_url.clone()
     }
 
+    /// Where this server's store is, for a second store on it (its SQLite file or its
+    /// scratch PostgreSQL database).
+    pub fn store_url(&self) -> String {
+        self.pg_url.clone().unwrap_or_else(|| format!("sqlite://{}", self._dir.0.join("haken.db").display()))
+    }
+
     pub fn store(&self) -> &haken_store::Store {
         &self.running.as_ref().expect("running").store
     }
