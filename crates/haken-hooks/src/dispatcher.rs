@@ -59,10 +59,12 @@ pub struct Dispatcher {
     held: Mutex<(i64, HashMap<String, Arc<EventHook>>)>,
     /// Set at shutdown: nothing more is taken or started.
     stopping: AtomicBool,
-    /// Set when work may be waiting for an in-flight slot (a round used all the room it was
-    /// offered, or a write found none): a slot that comes free then wakes a round. Without it,
-    /// rounds come from commits, other nodes' wake-ups and due times.
-    starved: AtomicBool,
+    /// Hooks whose work may be waiting for an in-flight slot (a round used all the room it
+    /// offered the hook, or a write found none). A slot of such a hook that comes free wakes a
+    /// round, and writes hand over none of its deliveries: the round leases the oldest due
+    /// first, so a new event does not overtake waiting ones. Without it, rounds come from
+    /// commits, other nodes' wake-ups and due times.
+    starved: Mutex<std::collections::HashSet<String>>,
     /// When the queue gauges were last refreshed (ms).
     stats_at: std::sync::atomic::AtomicI64,
     /// The runtime sends run on: a hand-over may come from a thread outside it (SQLite's
@@ -70,12 +72,12 @@ pub struct Dispatcher {
     runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
-struct Slot<'a> {
-    dispatcher: &'a Dispatcher,
+struct Slot {
+    dispatcher: Arc<Dispatcher>,
     hook_id: String,
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
         if let Ok(mut m) = self.dispatcher.in_flight.lock()
             && let Some(n) = m.get_mut(&self.hook_id)
@@ -83,7 +85,7 @@ impl Drop for Slot<'_> {
             *n = n.saturating_sub(1);
         }
         // A slot came free: look for more work, if some may be waiting for room.
-        if self.dispatcher.starved.load(Ordering::Acquire) {
+        if self.dispatcher.starved.lock().is_ok_and(|s| s.contains(&self.hook_id)) {
             self.dispatcher.store.wake();
         }
     }
@@ -99,7 +101,7 @@ impl Dispatcher {
             tasks: Mutex::new(tokio::task::JoinSet::new()),
             held: Mutex::new((i64::MIN, HashMap::new())),
             stopping: AtomicBool::new(false),
-            starved: AtomicBool::new(true),
+            starved: Mutex::default(),
             stats_at: std::sync::atomic::AtomicI64::new(0),
             runtime: std::sync::OnceLock::new(),
         })
@@ -168,8 +170,14 @@ impl Dispatcher {
                     _ = shutdown.wait_for(|s| *s) => {}
                 }
             }
-            me.stopping.store(true, Ordering::Release);
-            let mut tasks = me.tasks.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+            let mut tasks = me
+                .tasks
+                .lock()
+                .map(|mut t| {
+                    me.stopping.store(true, Ordering::Release);
+                    std::mem::take(&mut *t)
+                })
+                .unwrap_or_default();
             let drain = async { while tasks.join_next().await.is_some() {} };
             if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
                 tracing::warn!(
@@ -213,13 +221,18 @@ impl Dispatcher {
                 return Err(e);
             }
         };
-        let mut starved = false;
+        // A hook the round had no due work for is not waiting for room either.
+        let mut starved = std::collections::HashSet::new();
         for (hook_id, n) in &offered {
             let used = round.claimed.iter().find(|(h, _)| h.id == *hook_id).map_or(0, |(_, c)| c.len() as u32);
-            starved |= used >= *n;
+            if used >= *n {
+                starved.insert(hook_id.clone());
+            }
             self.put_slots(hook_id, n.saturating_sub(used));
         }
-        self.starved.store(starved, Ordering::Release);
+        if let Ok(mut s) = self.starved.lock() {
+            *s = starved;
+        }
         let next = round.next_due;
         if let Some((rev, hooks)) = round.hooks
             && let Ok(mut held) = self.held.lock()
@@ -243,20 +256,31 @@ impl Dispatcher {
     }
 
     /// Sends `claimed`, which holds one of `hook`'s in-flight slots, on a task of its own.
+    /// Not started (shutting down, or no runtime to run on), the slot goes back at once and the
+    /// delivery waits for its lease to end.
     fn start(self: &Arc<Self>, hook: Arc<EventHook>, claimed: Claimed) {
-        let me = self.clone();
+        // The guard exists before the task does: a task dropped unpolled still frees the slot.
+        let slot = Slot { dispatcher: self.clone(), hook_id: hook.id.clone() };
         let Ok(mut tasks) = self.tasks.lock() else { return };
+        // Checked under the lock the shutdown takes the tasks with: nothing is started into a
+        // set no one waits for.
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
         while tasks.try_join_next().is_some() {}
+        let me = self.clone();
         let send = async move {
-            let _slot = Slot { dispatcher: &me, hook_id: hook.id.clone() };
+            let _slot = slot;
             if let Err(e) = me.deliver(&hook, claimed).await {
                 tracing::warn!(hook_id = %hook.id, error = %e, "Could not record a delivery attempt; its lease will expire and it will be sent again.");
             }
         };
-        match self.runtime.get() {
-            Some(runtime) => tasks.spawn_on(send, runtime),
-            None => tasks.spawn(send),
-        };
+        match self.runtime.get().cloned().or_else(|| tokio::runtime::Handle::try_current().ok()) {
+            Some(runtime) => {
+                tasks.spawn_on(send, &runtime);
+            }
+            None => drop(send),
+        }
     }
 
     /// Takes every in-flight slot `hook` has free; returns how many.
@@ -420,10 +444,15 @@ impl haken_store::Intake for LocalIntake {
             held.1.get(hook_id)?.clone()
         };
         {
+            // Older deliveries may be waiting for room: the round sends those first.
+            let mut starved = d.starved.lock().ok()?;
+            if starved.contains(hook_id) {
+                return None;
+            }
             let mut in_flight = d.in_flight.lock().ok()?;
             let n = in_flight.entry(hook_id.to_owned()).or_insert(0);
             if *n >= hook.delivery.max_in_flight.max(1) {
-                d.starved.store(true, Ordering::Release);
+                starved.insert(hook_id.to_owned());
                 return None;
             }
             *n += 1;
@@ -447,7 +476,10 @@ impl haken_store::Intake for LocalIntake {
         for c in claimed {
             let hook = d.held.lock().ok().and_then(|h| h.1.get(&c.delivery.hook_id).cloned());
             match hook {
-                Some(hook) if !d.stopping.load(Ordering::Acquire) => d.start(hook, c),
+                Some(hook) if !d.stopping.load(Ordering::Acquire) => {
+                    metrics::handed_over(&hook.id);
+                    d.start(hook, c);
+                }
                 // Its lease ends and a round sends it (this node's, or another's).
                 _ => d.put_slots(&c.delivery.hook_id, 1),
             }

@@ -8,6 +8,9 @@ pub const DELIVERED: &str = "haken_event_hook_deliveries_delivered_total";
 pub const FAILED: &str = "haken_event_hook_deliveries_failed_total";
 /// Failed attempts that were rescheduled (labels: `hook`).
 pub const RETRIED: &str = "haken_event_hook_attempts_retried_total";
+/// Deliveries a write leased to this node and handed to its dispatcher at commit, sent without
+/// a lease round (labels: `hook`).
+pub const HANDED_OVER: &str = "haken_event_hook_deliveries_handed_over_total";
 /// Events delivered (labels: `hook`).
 pub const EVENTS_DELIVERED: &str = "haken_event_hook_events_delivered_total";
 /// Attempt latency in seconds (labels: `hook`, `outcome` = success | failure).
@@ -23,6 +26,10 @@ pub const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0
 pub fn delivered(hook: &str, events: u64) {
     metrics::counter!(DELIVERED, "hook" => hook.to_owned()).increment(1);
     metrics::counter!(EVENTS_DELIVERED, "hook" => hook.to_owned()).increment(events);
+}
+
+pub fn handed_over(hook: &str) {
+    metrics::counter!(HANDED_OVER, "hook" => hook.to_owned()).increment(1);
 }
 
 pub fn failed(hook: &str) {

@@ -34,8 +34,8 @@ pub struct SqliteBackend {
     pub(crate) hooks: Arc<HookRuntime>,
     /// Delivered attempts, recorded in batches (`record.rs`): one writer job for many.
     pub(crate) recorder: Arc<crate::record::Recorder>,
-    /// The hooks revision a dispatcher round last returned the receiving hooks of.
-    pub(crate) hooks_seen: Arc<std::sync::atomic::AtomicI64>,
+    /// The receiving hooks a dispatcher round last read, with their revision.
+    pub(crate) hooks_seen: Arc<std::sync::Mutex<Option<crate::HooksAt>>>,
 }
 
 /// PostgreSQL, shared by any number of nodes.
@@ -93,16 +93,7 @@ impl SqliteBackend {
         let hooks = Arc::<HookRuntime>::default();
         let writer = Arc::new(Writer::start(path, gate.clone(), Some(crate::sqlite_hot::group_end(hooks.clone())))?);
         let recorder = Arc::new(crate::sqlite_hot::recorder(writer.clone(), hooks.clone()));
-        Ok(SqliteBackend {
-            writer,
-            gate,
-            write,
-            read,
-            work,
-            hooks,
-            recorder,
-            hooks_seen: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
-        })
+        Ok(SqliteBackend { writer, gate, write, read, work, hooks, recorder, hooks_seen: Arc::default() })
     }
 
     async fn begin(&self) -> Result<WriteTx<sqlx::Sqlite>, StoreError> {

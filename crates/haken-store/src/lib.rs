@@ -260,15 +260,19 @@ pub struct Claimed {
     pub stored_events: Option<Vec<Box<serde_json::value::RawValue>>>,
 }
 
+/// Receiving hooks as of a hooks revision.
+pub type HooksAt = (i64, std::sync::Arc<Vec<EventHook>>);
+
 /// What one dispatcher round leased, per hook, and when the next delivery falls due.
 #[derive(Debug, Clone, Default)]
 pub struct DispatchRound {
     pub claimed: Vec<(EventHook, Vec<Claimed>)>,
     /// Earliest future `next_attempt_at` (ms) of deliveries not due yet.
     pub next_due: Option<i64>,
-    /// The receiving hooks the round worked with and their revision, when they may be newer
-    /// than the last round's: what an [`Intake`] checks a write's revision against.
-    pub hooks: Option<(i64, std::sync::Arc<Vec<EventHook>>)>,
+    /// The receiving hooks the round worked with and their revision, when it read them
+    /// (PostgreSQL: when they may be newer than the last round's; SQLite: always): what an
+    /// [`Intake`] checks a write's revision against.
+    pub hooks: Option<HooksAt>,
 }
 
 /// Backlog figures for metrics.

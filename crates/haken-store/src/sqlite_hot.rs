@@ -248,10 +248,16 @@ pub(crate) fn group_end(hooks: Arc<HookRuntime>) -> crate::sqlite_writer::GroupE
                 return Ok(None);
             }
             step("SAVEPOINT group_end")?;
-            let handed = hand_over_formed(conn, &intake);
-            match &handed {
-                Ok(_) => step("RELEASE group_end")?,
-                Err(_) => step("ROLLBACK TO group_end").and_then(|()| step("RELEASE group_end"))?,
+            // A failure (or a panic, which would stop the writer) takes back what forming wrote:
+            // the group's own writes still commit, and a round forms the rows.
+            let handed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hand_over_formed(conn, &intake)))
+                .unwrap_or_else(|_| Err(StoreError::Database("forming deliveries failed unexpectedly".into())))
+                .and_then(|handed| {
+                    step("RELEASE group_end")?;
+                    Ok(handed)
+                });
+            if handed.is_err() {
+                step("ROLLBACK TO group_end").and_then(|()| step("RELEASE group_end"))?;
             }
             handed.map(Some)
         })();
@@ -265,15 +271,15 @@ pub(crate) fn group_end(hooks: Arc<HookRuntime>) -> crate::sqlite_writer::GroupE
         };
         let hooks = hooks.clone();
         Some(Box::new(move |committed: bool| {
-            if committed {
-                if let Some(h) = handover {
-                    h.give();
-                }
-                if wake {
-                    hooks.wake.notify_one();
-                }
+            // Not committed: the slots go back as the handover drops.
+            if let Some(h) = handover.filter(|_| committed) {
+                h.give();
             }
-            // Not committed: the handover's slots go back as it drops; the rows are gone.
+            // Rows left for a round, or rows formed by a group that did not commit (some may be
+            // older than the group: they are unformed again).
+            if wake || !committed {
+                hooks.wake.notify_one();
+            }
         }) as crate::sqlite_writer::AfterCommit)
     })
 }
@@ -351,20 +357,23 @@ fn dispatch_round(
     node: &str,
     lease_until: i64,
     room: &Room,
-    hooks_seen: i64,
+    hooks_seen: Option<crate::HooksAt>,
 ) -> Result<DispatchRound, StoreError> {
     let mut out = DispatchRound::default();
-    // The receiving hooks, when they changed since a round last returned them: writes hand
+    // The receiving hooks and their revision (read again only when it moved): writes hand
     // over only deliveries of the revision the engine holds.
     let rev = hooks_rev(conn)?;
-    if rev != hooks_seen {
-        let mut st = conn.prepare_cached("SELECT data FROM event_hooks WHERE receives = 1")?;
-        let receiving = st
-            .query_map([], |r| r.get::<_, String>(0))?
-            .map(|d| d.map_err(StoreError::from).and_then(|d| decode::<EventHook>(&d)))
-            .collect::<Result<Vec<_>, _>>()?;
-        out.hooks = Some((rev, Arc::new(receiving)));
-    }
+    out.hooks = match hooks_seen {
+        Some((seen, hooks)) if seen == rev => Some((rev, hooks)),
+        _ => {
+            let mut st = conn.prepare_cached("SELECT data FROM event_hooks WHERE receives = 1")?;
+            let receiving = st
+                .query_map([], |r| r.get::<_, String>(0))?
+                .map(|d| d.map_err(StoreError::from).and_then(|d| decode::<EventHook>(&d)))
+                .collect::<Result<Vec<_>, _>>()?;
+            Some((rev, Arc::new(receiving)))
+        }
+    };
     let unbatched: Option<i64> = conn
         .prepare_cached("SELECT 1 FROM outbox WHERE delivery_id IS NULL LIMIT 1")?
         .query_row([], |r| r.get(0))
@@ -586,13 +595,13 @@ impl SqliteBackend {
         room: Room,
     ) -> Result<DispatchRound, StoreError> {
         let node = node.to_owned();
-        let seen = self.hooks_seen.load(std::sync::atomic::Ordering::Acquire);
+        let seen = self.hooks_seen.lock().ok().and_then(|s| s.clone());
         let round = self
             .writer
-            .write(move |conn| dispatch_round(conn, now, max_events, &node, lease_until, &room, seen))
+            .write(move |conn| dispatch_round(conn, now, max_events, &node, lease_until, &room, seen.clone()))
             .await?;
-        if let Some((rev, _)) = &round.hooks {
-            self.hooks_seen.store(*rev, std::sync::atomic::Ordering::Release);
+        if let (Some(hooks), Ok(mut seen)) = (&round.hooks, self.hooks_seen.lock()) {
+            *seen = Some(hooks.clone());
         }
         Ok(round)
     }

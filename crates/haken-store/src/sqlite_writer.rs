@@ -285,7 +285,11 @@ fn group(
         }
     });
     let outcome = outcome.and_then(|()| {
-        after = end.as_mut().and_then(|end| end(conn));
+        if let Some(end) = end.as_mut() {
+            // A panic here would stop the thread, and every write with it: the group fails.
+            after = std::panic::catch_unwind(AssertUnwindSafe(|| end(conn)))
+                .map_err(|_| "the end of a write group failed unexpectedly".to_owned())?;
+        }
         if conn.is_autocommit() { Err("the transaction was rolled back by SQLite".to_owned()) } else { Ok(()) }
     });
     let commit = outcome.and_then(|()| step("COMMIT").map_err(|e| e.to_string()));
@@ -505,6 +509,53 @@ mod tests {
             .expect("write");
         writer.close().await;
         assert!(std::fs::metadata(&path).expect("db file").len() > checkpointed, "no checkpoint at close");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The group end runs after a group's jobs, in their transaction (it sees their rows and
+    /// its own writes commit with them), and is told once whether the group committed. One
+    /// that panics fails its group without stopping the thread; one whose transaction is gone
+    /// is told the group did not commit.
+    #[tokio::test]
+    async fn the_group_end_writes_with_the_group_and_hears_its_outcome() {
+        use std::sync::atomic::{AtomicU8, Ordering};
+        let (dir, path) = scratch();
+        let mode = Arc::new(AtomicU8::new(0));
+        let heard: Arc<Mutex<Vec<(i64, bool)>>> = Arc::default();
+        let end: GroupEnd = {
+            let (mode, heard) = (mode.clone(), heard.clone());
+            Box::new(move |c| {
+                let seen: i64 = c.query_row("SELECT count(*) FROM t WHERE n < 1000", [], |r| r.get(0)).ok()?;
+                match mode.load(Ordering::SeqCst) {
+                    1 => panic!("group end bug"),
+                    2 => c.execute_batch("ROLLBACK").ok()?,
+                    _ => {
+                        c.execute("INSERT INTO t (n) VALUES (?1)", [1000 + seen]).ok()?;
+                    }
+                }
+                let heard = heard.clone();
+                Some(Box::new(move |committed| heard.lock().expect("heard").push((seen, committed))) as AfterCommit)
+            })
+        };
+        let writer = Writer::start(&path, Gate::default(), Some(end)).expect("writer");
+        let insert = |n: i64| {
+            move |c: &Connection| -> Result<(), StoreError> {
+                c.execute("INSERT INTO t (n) VALUES (?1)", [n])?;
+                Ok(())
+            }
+        };
+        writer.write(insert(1)).await.expect("first");
+        writer.write(insert(2)).await.expect("second");
+        assert_eq!(rows(&path), vec![1, 2, 1001, 1002], "the end saw each group's rows and wrote with it");
+        mode.store(1, Ordering::SeqCst);
+        assert!(writer.write(insert(3)).await.is_err(), "a panicking end fails its group");
+        mode.store(2, Ordering::SeqCst);
+        assert!(writer.write(insert(4)).await.is_err(), "a group whose transaction is gone fails");
+        mode.store(0, Ordering::SeqCst);
+        writer.write(insert(5)).await.expect("the thread goes on");
+        writer.close().await;
+        assert_eq!(rows(&path), vec![1, 2, 5, 1001, 1002, 1003]);
+        assert_eq!(*heard.lock().expect("heard"), vec![(1, true), (2, true), (3, false), (3, true)]);
         let _ = std::fs::remove_dir_all(dir);
     }
 

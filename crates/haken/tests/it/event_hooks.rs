@@ -26,6 +26,7 @@ both!(
     the_in_flight_bound_holds,
     a_write_hands_its_deliveries_to_its_own_engine,
     an_event_two_hooks_take_is_handed_over_to_both,
+    the_server_hands_its_writes_deliveries_to_its_dispatcher,
 );
 
 fn hook_body(name: &str, uri: &str, items: &[&str]) -> Value {
@@ -789,6 +790,28 @@ async fn a_write_hands_its_deliveries_to_its_own_engine(backend: Backend) {
     assert_eq!(got.profile["nickName"], "two");
     b.close().await;
     a.stop().await;
+}
+
+/// The server's own dispatcher takes the deliveries its writes hand over (its revision check
+/// passes once a round has read the hooks): of changes made one after the other, each waiting
+/// for its delivery, all but the first few go out that way, as the metrics count.
+async fn the_server_hands_its_writes_deliveries_to_its_dispatcher(b: Backend) {
+    let s = TestServer::start(b).await;
+    let rx = Receiver::start().await;
+    let hook = ready_hook(&s, hook_body("handing", &rx.url, &["user.account.update_profile"])).await;
+    let user = make_user(&s, "handing@example.org").await;
+    for k in 0..6 {
+        let r = s.post(&format!("/api/v1/users/{user}"), json!({ "profile": { "nickName": format!("h{k}") } })).await;
+        assert_eq!(r.status.as_u16(), 200);
+        rx.wait_posts(10, |posts| posts.len() > k).await;
+    }
+    let text = reqwest::get(format!("{}/metrics", s.base)).await.expect("metrics").text().await.unwrap_or_default();
+    let prefix = format!("haken_event_hook_deliveries_handed_over_total{{hook=\"{hook}\"}} ");
+    let handed: u64 =
+        text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    assert!(handed >= 4, "{handed} of 6 deliveries handed over:\n{text}");
+    assert_eq!(rx.posts().len(), 6, "each change went out once");
+    s.stop().await;
 }
 
 /// A hook's in-flight bound holds whoever leases its deliveries: the dispatcher's rounds, or
