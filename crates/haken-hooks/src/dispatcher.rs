@@ -64,12 +64,23 @@ pub struct Dispatcher {
     /// round, and writes hand over none of its deliveries: the round leases the oldest due
     /// first, so a new event does not overtake waiting ones. Without it, rounds come from
     /// commits, other nodes' wake-ups and due times.
-    starved: Mutex<std::collections::HashSet<String>>,
+    starved: Mutex<Starved>,
+    /// Slots freed so far: a round that marks hooks starved and sees this move while it ran
+    /// looks again (the freed slot did not see the mark, so it woke no one).
+    freed: std::sync::atomic::AtomicU64,
     /// When the queue gauges were last refreshed (ms).
     stats_at: std::sync::atomic::AtomicI64,
     /// The runtime sends run on: a hand-over may come from a thread outside it (SQLite's
     /// writer thread).
     runtime: std::sync::OnceLock<tokio::runtime::Handle>,
+}
+
+/// Hooks whose work may be waiting for room: those the last round used all the room of, and
+/// those writes found without room since (kept until a round after them decides).
+#[derive(Default)]
+struct Starved {
+    hooks: std::collections::HashSet<String>,
+    refused: std::collections::HashSet<String>,
 }
 
 struct Slot {
@@ -84,8 +95,10 @@ impl Drop for Slot {
         {
             *n = n.saturating_sub(1);
         }
+        // Counted before the mark is read: see `round`.
+        self.dispatcher.freed.fetch_add(1, Ordering::SeqCst);
         // A slot came free: look for more work, if some may be waiting for room.
-        if self.dispatcher.starved.lock().is_ok_and(|s| s.contains(&self.hook_id)) {
+        if self.dispatcher.starved.lock().is_ok_and(|s| s.hooks.contains(&self.hook_id)) {
             self.dispatcher.store.wake();
         }
     }
@@ -102,6 +115,7 @@ impl Dispatcher {
             held: Mutex::new((i64::MIN, HashMap::new())),
             stopping: AtomicBool::new(false),
             starved: Mutex::default(),
+            freed: std::sync::atomic::AtomicU64::new(0),
             stats_at: std::sync::atomic::AtomicI64::new(0),
             runtime: std::sync::OnceLock::new(),
         })
@@ -170,14 +184,11 @@ impl Dispatcher {
                     _ = shutdown.wait_for(|s| *s) => {}
                 }
             }
-            let mut tasks = me
-                .tasks
-                .lock()
-                .map(|mut t| {
-                    me.stopping.store(true, Ordering::Release);
-                    std::mem::take(&mut *t)
-                })
-                .unwrap_or_default();
+            let mut tasks = {
+                let mut t = me.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                me.stopping.store(true, Ordering::Release);
+                std::mem::take(&mut *t)
+            };
             let drain = async { while tasks.join_next().await.is_some() {} };
             if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
                 tracing::warn!(
@@ -196,6 +207,7 @@ impl Dispatcher {
         // The room a round offers is taken at once, so writes handing deliveries over at the
         // same moment cannot take it too; what the round does not lease goes back.
         let offered: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
+        let freed = self.freed.load(Ordering::SeqCst);
         let (me, taken) = (self.clone(), offered.clone());
         let result = self
             .store
@@ -230,8 +242,20 @@ impl Dispatcher {
             }
             self.put_slots(hook_id, n.saturating_sub(used));
         }
-        if let Ok(mut s) = self.starved.lock() {
-            *s = starved;
+        // Hooks a write found no room for since the last round stay marked until the next one:
+        // their deliveries may not have been visible to this one.
+        let look_again = match self.starved.lock() {
+            Ok(mut s) => {
+                let refused = std::mem::take(&mut s.refused);
+                starved.extend(refused);
+                s.hooks = starved;
+                // A slot freed while the round ran saw the old marks: it may have woken no one.
+                !s.hooks.is_empty() && self.freed.load(Ordering::SeqCst) != freed
+            }
+            Err(_) => false,
+        };
+        if look_again {
+            self.store.wake();
         }
         let next = round.next_due;
         if let Some((rev, hooks)) = round.hooks
@@ -256,16 +280,16 @@ impl Dispatcher {
     }
 
     /// Sends `claimed`, which holds one of `hook`'s in-flight slots, on a task of its own.
-    /// Not started (shutting down, or no runtime to run on), the slot goes back at once and the
-    /// delivery waits for its lease to end.
-    fn start(self: &Arc<Self>, hook: Arc<EventHook>, claimed: Claimed) {
+    /// Not started (shutting down, or no runtime to run on: `false`), the slot goes back at
+    /// once and the delivery waits for its lease to end.
+    fn start(self: &Arc<Self>, hook: Arc<EventHook>, claimed: Claimed) -> bool {
         // The guard exists before the task does: a task dropped unpolled still frees the slot.
         let slot = Slot { dispatcher: self.clone(), hook_id: hook.id.clone() };
-        let Ok(mut tasks) = self.tasks.lock() else { return };
+        let mut tasks = self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Checked under the lock the shutdown takes the tasks with: nothing is started into a
         // set no one waits for.
         if self.stopping.load(Ordering::Acquire) {
-            return;
+            return false;
         }
         while tasks.try_join_next().is_some() {}
         let me = self.clone();
@@ -278,8 +302,9 @@ impl Dispatcher {
         match self.runtime.get().cloned().or_else(|| tokio::runtime::Handle::try_current().ok()) {
             Some(runtime) => {
                 tasks.spawn_on(send, &runtime);
+                true
             }
-            None => drop(send),
+            None => false,
         }
     }
 
@@ -446,13 +471,14 @@ impl haken_store::Intake for LocalIntake {
         {
             // Older deliveries may be waiting for room: the round sends those first.
             let mut starved = d.starved.lock().ok()?;
-            if starved.contains(hook_id) {
+            if starved.hooks.contains(hook_id) {
                 return None;
             }
             let mut in_flight = d.in_flight.lock().ok()?;
             let n = in_flight.entry(hook_id.to_owned()).or_insert(0);
             if *n >= hook.delivery.max_in_flight.max(1) {
-                starved.insert(hook_id.to_owned());
+                starved.hooks.insert(hook_id.to_owned());
+                starved.refused.insert(hook_id.to_owned());
                 return None;
             }
             *n += 1;
@@ -477,8 +503,10 @@ impl haken_store::Intake for LocalIntake {
             let hook = d.held.lock().ok().and_then(|h| h.1.get(&c.delivery.hook_id).cloned());
             match hook {
                 Some(hook) if !d.stopping.load(Ordering::Acquire) => {
-                    metrics::handed_over(&hook.id);
-                    d.start(hook, c);
+                    let id = hook.id.clone();
+                    if d.start(hook, c) {
+                        metrics::handed_over(&id);
+                    }
                 }
                 // Its lease ends and a round sends it (this node's, or another's).
                 _ => d.put_slots(&c.delivery.hook_id, 1),

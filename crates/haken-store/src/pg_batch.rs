@@ -169,11 +169,12 @@ const PIPELINE: usize = 2;
 /// a statement per one or two changes cost PostgreSQL more than the wait costs the changes.
 const SECOND_BATCH_AT: usize = 4;
 
-/// Under steady load (a statement finished within [`STEADY`]), fewer than
-/// [`SECOND_BATCH_AT`] changes wait up to this long for company before a statement goes out
-/// with them. Each statement costs PostgreSQL its commit (a WAL flush) and the executor's
+/// Under steady load (a statement of more than one change finished within [`STEADY`]), fewer
+/// than [`SECOND_BATCH_AT`] changes wait up to this long for company before a statement goes
+/// out with them. Each statement costs PostgreSQL its commit (a WAL flush) and the executor's
 /// start-up whatever it carries: at 1,000 changes/s statements carried two changes each, and
-/// this halves their number. An idle node writes a lone change at once.
+/// this halves their number. An idle node, or one client writing one change after another,
+/// writes at once.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 const STEADY: std::time::Duration = std::time::Duration::from_millis(5);
 
@@ -187,15 +188,16 @@ async fn run(pool: PgPool, hooks: Arc<HookRuntime>, mut queue: tokio::sync::mpsc
     let mut in_flight: tokio::task::JoinSet<Vec<String>> = tokio::task::JoinSet::new();
     let mut incoming = Vec::with_capacity(MAX_BATCH);
     let mut open = true;
-    // When the last statement finished, and since when the oldest held change waits.
-    let mut last_done: Option<tokio::time::Instant> = None;
+    // When the last statement finished and how many changes it carried, and since when the
+    // oldest held change waits.
+    let mut last_done: Option<(tokio::time::Instant, usize)> = None;
     let mut waiting_since = tokio::time::Instant::now();
     loop {
         let mut linger_until = None;
         while in_flight.is_empty() || (in_flight.len() < PIPELINE && held.len() >= SECOND_BATCH_AT) {
             if in_flight.is_empty()
                 && open
-                && lingers(held.len(), last_done.map(|t| t.elapsed()), waiting_since.elapsed())
+                && lingers(held.len(), last_done.map(|(t, n)| (t.elapsed(), n)), waiting_since.elapsed())
             {
                 linger_until = Some(waiting_since + LINGER);
                 break;
@@ -204,7 +206,6 @@ async fn run(pool: PgPool, hooks: Arc<HookRuntime>, mut queue: tokio::sync::mpsc
             if batch.is_empty() {
                 break;
             }
-            waiting_since = tokio::time::Instant::now();
             let ids: Vec<String> = batch.iter().map(|j| j.id.clone()).collect();
             busy.extend(ids.iter().cloned());
             let (pool, hooks, known) = (pool.clone(), hooks.clone(), known.clone());
@@ -219,7 +220,7 @@ async fn run(pool: PgPool, hooks: Arc<HookRuntime>, mut queue: tokio::sync::mpsc
         tokio::select! {
             done = in_flight.join_next(), if !in_flight.is_empty() => match done {
                 Some(Ok(ids)) => {
-                    last_done = Some(tokio::time::Instant::now());
+                    last_done = Some((tokio::time::Instant::now(), ids.len()));
                     for id in ids {
                         busy.remove(&id);
                     }
@@ -246,10 +247,10 @@ async fn run(pool: PgPool, hooks: Arc<HookRuntime>, mut queue: tokio::sync::mpsc
 }
 
 /// Whether `held` changes, the oldest waiting `waited`, should wait for more before a
-/// statement takes them, the last statement having finished `since_last` ago (`None`: none
-/// has yet).
-fn lingers(held: usize, since_last: Option<std::time::Duration>, waited: std::time::Duration) -> bool {
-    (1..SECOND_BATCH_AT).contains(&held) && since_last.is_some_and(|d| d < STEADY) && waited < LINGER
+/// statement takes them, the last statement (of `n` changes) having finished `ago`
+/// (`last`: `None` when none has yet).
+fn lingers(held: usize, last: Option<(std::time::Duration, usize)>, waited: std::time::Duration) -> bool {
+    (1..SECOND_BATCH_AT).contains(&held) && last.is_some_and(|(ago, n)| ago < STEADY && n > 1) && waited < LINGER
 }
 
 /// The next batch: held jobs in queue order whose user has nothing in flight (a user that
@@ -810,17 +811,19 @@ mod tests {
     use super::*;
 
     /// A few changes under steady load wait (briefly) for company; a lone change on an idle
-    /// node, enough changes for a statement, or changes that waited long enough go at once.
+    /// node or from one client writing in turn, enough changes for a statement, or changes
+    /// that waited long enough go at once.
     #[test]
     fn only_few_changes_under_steady_load_wait() {
         let ms = std::time::Duration::from_millis;
-        assert!(lingers(1, Some(ms(1)), ms(0)));
-        assert!(lingers(SECOND_BATCH_AT - 1, Some(ms(0)), ms(1)));
+        assert!(lingers(1, Some((ms(1), 2)), ms(0)));
+        assert!(lingers(SECOND_BATCH_AT - 1, Some((ms(0), 3)), ms(1)));
         assert!(!lingers(1, None, ms(0)), "the first change of a node");
-        assert!(!lingers(1, Some(STEADY), ms(0)), "an idle node");
-        assert!(!lingers(SECOND_BATCH_AT, Some(ms(1)), ms(0)), "enough for a statement");
-        assert!(!lingers(2, Some(ms(1)), LINGER), "waited long enough");
-        assert!(!lingers(0, Some(ms(1)), ms(0)), "nothing to write");
+        assert!(!lingers(1, Some((STEADY, 2)), ms(0)), "an idle node");
+        assert!(!lingers(1, Some((ms(1), 1)), ms(0)), "one client writing change after change");
+        assert!(!lingers(SECOND_BATCH_AT, Some((ms(1), 2)), ms(0)), "enough for a statement");
+        assert!(!lingers(2, Some((ms(1), 2)), LINGER), "waited long enough");
+        assert!(!lingers(0, Some((ms(1), 2)), ms(0)), "nothing to write");
     }
 
     #[test]

@@ -36,11 +36,11 @@ pub(crate) type Gate = Arc<tokio::sync::Mutex<()>>;
 /// Most jobs in one transaction: bounds how long the first of them waits for the commit.
 const MAX_GROUP: usize = 128;
 
-/// Under steady load (a group committed within [`STEADY`]), a group of fewer than
+/// Under steady load (a group of more than one job committed within [`STEADY`]), a group of fewer than
 /// [`LINGER_BELOW`] jobs waits up to this long for more before it runs. Each commit writes
 /// every page its group touched to the log, whatever the group holds, and its deliveries hold
-/// the group's events: at 1,000 changes/s groups held one or two jobs. An idle writer runs a
-/// lone job at once.
+/// the group's events: at 1,000 changes/s groups held one or two jobs. An idle writer, or one
+/// serving one caller at a time, runs a lone job at once.
 const LINGER: Duration = Duration::from_millis(2);
 const LINGER_BELOW: usize = 4;
 const STEADY: Duration = Duration::from_millis(5);
@@ -246,7 +246,7 @@ fn run(
     end: &mut Option<GroupEnd>,
     committed: &mpsc::SyncSender<()>,
 ) {
-    let mut last_commit: Option<std::time::Instant> = None;
+    let mut last_commit: Option<(std::time::Instant, usize)> = None;
     while let Ok(first) = queue.recv() {
         let since = std::time::Instant::now();
         let mut jobs = vec![first];
@@ -257,7 +257,7 @@ fn run(
                     Err(_) => break,
                 }
             }
-            match linger(jobs.len(), last_commit.map(|t| t.elapsed()), since.elapsed()) {
+            match linger(jobs.len(), last_commit.map(|(t, n)| (t.elapsed(), n)), since.elapsed()) {
                 Some(left) => match queue.recv_timeout(left) {
                     Ok(j) => jobs.push(j),
                     Err(_) => break,
@@ -268,7 +268,7 @@ fn run(
         let held = gate.blocking_lock();
         let (commit, after) = group(conn, &mut jobs, end);
         drop(held);
-        last_commit = Some(std::time::Instant::now());
+        last_commit = Some((std::time::Instant::now(), jobs.len()));
         if let Some(after) = after {
             let committed = commit.is_ok();
             if std::panic::catch_unwind(AssertUnwindSafe(move || after(committed))).is_err() {
@@ -290,9 +290,10 @@ fn run(
 }
 
 /// How much longer a group of `jobs`, gathering for `waited`, waits for more jobs, the last
-/// group having committed `since_commit` ago (`None`: none has yet); `None`: it runs now.
-fn linger(jobs: usize, since_commit: Option<Duration>, waited: Duration) -> Option<Duration> {
-    let steady = since_commit.is_some_and(|d| d < STEADY);
+/// group (of `n` jobs) having committed `ago` (`last`: `None` when none has yet); `None`: it
+/// runs now.
+fn linger(jobs: usize, last: Option<(Duration, usize)>, waited: Duration) -> Option<Duration> {
+    let steady = last.is_some_and(|(ago, n)| ago < STEADY && n > 1);
     (steady && jobs < LINGER_BELOW).then(|| LINGER.checked_sub(waited)).flatten().filter(|d| !d.is_zero())
 }
 
@@ -588,16 +589,18 @@ mod tests {
     }
 
     /// A small group under steady load waits what is left of the linger; a group on an idle
-    /// writer, a large group, or one that waited long enough runs at once.
+    /// writer or one serving a caller at a time, a large group, or one that waited long
+    /// enough runs at once.
     #[test]
     fn only_small_groups_under_steady_load_wait() {
         let ms = Duration::from_millis;
-        assert_eq!(linger(1, Some(ms(1)), ms(0)), Some(LINGER));
-        assert_eq!(linger(LINGER_BELOW - 1, Some(ms(0)), ms(1)), Some(LINGER - ms(1)));
+        assert_eq!(linger(1, Some((ms(1), 2)), ms(0)), Some(LINGER));
+        assert_eq!(linger(LINGER_BELOW - 1, Some((ms(0), 3)), ms(1)), Some(LINGER - ms(1)));
         assert_eq!(linger(1, None, ms(0)), None, "the first group of a writer");
-        assert_eq!(linger(1, Some(STEADY), ms(0)), None, "an idle writer");
-        assert_eq!(linger(LINGER_BELOW, Some(ms(1)), ms(0)), None, "a group large enough");
-        assert_eq!(linger(2, Some(ms(1)), LINGER), None, "waited long enough");
+        assert_eq!(linger(1, Some((STEADY, 2)), ms(0)), None, "an idle writer");
+        assert_eq!(linger(1, Some((ms(1), 1)), ms(0)), None, "one caller at a time");
+        assert_eq!(linger(LINGER_BELOW, Some((ms(1), 2)), ms(0)), None, "a group large enough");
+        assert_eq!(linger(2, Some((ms(1), 2)), LINGER), None, "waited long enough");
     }
 
     /// Under steady writes the log starts over instead of growing by every commit: it stays
