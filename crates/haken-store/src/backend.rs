@@ -1515,26 +1515,7 @@ impl EventRows<'_> {
                         StoreError::Corrupt(format!("delivery {id} was written leased without a reservation"))
                     })?;
                 used[slot] = true;
-                let at = Timestamp(self.now);
-                claimed.push(Claimed {
-                    delivery: Delivery {
-                        id: id.clone(),
-                        hook_id: self.slot_hooks[slot].clone(),
-                        kind: "event".into(),
-                        status: DeliveryStatus::Pending,
-                        attempts: 0,
-                        event_count: 0,
-                        created: at,
-                        event_time: at,
-                        next_attempt_at: at,
-                        last_attempt_at: None,
-                        delivered_at: None,
-                        last_status: None,
-                        last_error: None,
-                    },
-                    inline_events: None,
-                    stored_events: Some(Vec::new()),
-                });
+                claimed.push(handed_claim(id.clone(), self.slot_hooks[slot].clone(), self.now, Vec::new()));
             }
             let event = self.uuids.iter().position(|u| u == uuid).ok_or_else(|| {
                 StoreError::Corrupt(format!("delivery {id} holds event {uuid}, which the write did not carry"))
@@ -1594,6 +1575,35 @@ impl Drop for Handover {
                 intake.release(&c.delivery.hook_id);
             }
         }
+    }
+}
+
+/// A delivery a write just made and leased to this node, with its events, as handed over.
+pub(crate) fn handed_claim(
+    id: String,
+    hook_id: String,
+    now: i64,
+    events: Vec<Box<serde_json::value::RawValue>>,
+) -> Claimed {
+    let at = Timestamp(now);
+    Claimed {
+        delivery: Delivery {
+            id,
+            hook_id,
+            kind: "event".into(),
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            event_count: u32::try_from(events.len()).unwrap_or(u32::MAX),
+            created: at,
+            event_time: at,
+            next_attempt_at: at,
+            last_attempt_at: None,
+            delivered_at: None,
+            last_status: None,
+            last_error: None,
+        },
+        inline_events: None,
+        stored_events: Some(events),
     }
 }
 

@@ -323,26 +323,7 @@ fn hand_over_formed(
                     .map_err(|e| StoreError::Corrupt(format!("event of delivery {}: {e}", f.id)))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let at = Timestamp(now);
-        claimed.push(Claimed {
-            delivery: Delivery {
-                id: f.id,
-                hook_id: f.hook_id,
-                kind: "event".into(),
-                status: DeliveryStatus::Pending,
-                attempts: 0,
-                event_count: u32::try_from(stored.len()).unwrap_or(u32::MAX),
-                created: at,
-                event_time: at,
-                next_attempt_at: at,
-                last_attempt_at: None,
-                delivered_at: None,
-                last_status: None,
-                last_error: None,
-            },
-            inline_events: None,
-            stored_events: Some(stored),
-        });
+        claimed.push(crate::backend::handed_claim(f.id, f.hook_id, now, stored));
     }
     Ok((reserved.into_handover(claimed), all))
 }
