@@ -255,7 +255,8 @@ pub struct Claimed {
     pub delivery: Delivery,
     /// Events of a test delivery, carried by the delivery itself.
     pub inline_events: Option<Vec<LogEvent>>,
-    /// The delivery's stored events, when the claim read them with it (PostgreSQL); otherwise
+    /// The delivery's stored events, when the claim read them with it (a PostgreSQL round, or
+    /// a write that handed the delivery over); otherwise
     /// [`Store::delivery_events`] reads them.
     pub stored_events: Option<Vec<Box<serde_json::value::RawValue>>>,
 }
