@@ -579,7 +579,9 @@ impl SqliteBackend {
         let seen = self.hooks_seen.lock().ok().and_then(|s| s.clone());
         let round = self
             .writer
-            .write(move |conn| dispatch_round(conn, now, max_events, &node, lease_until, &room, seen.clone()))
+            .write_background(move |conn| {
+                dispatch_round(conn, now, max_events, &node, lease_until, &room, seen.clone())
+            })
             .await?;
         if let (Some(hooks), Ok(mut seen)) = (&round.hooks, self.hooks_seen.lock()) {
             *seen = Some(hooks.clone());
@@ -599,7 +601,7 @@ impl SqliteBackend {
             (a.clone(), outcome.clone(), events.to_vec(), stop_hook.map(str::to_owned));
         let (recorded, routed) = self
             .writer
-            .write(move |conn| finish_attempt(conn, &hooks, &a, &outcome, &events, stop_hook.as_deref()))
+            .write_background(move |conn| finish_attempt(conn, &hooks, &a, &outcome, &events, stop_hook.as_deref()))
             .await?;
         self.after_job(routed);
         Ok(recorded)
@@ -613,7 +615,7 @@ pub(crate) fn recorder(writer: Arc<Writer>, hooks: Arc<HookRuntime>) -> crate::r
         let (writer, hooks) = (writer.clone(), hooks.clone());
         Box::pin(async move {
             writer
-                .write(move |conn| -> Result<(), StoreError> {
+                .write_background(move |conn| -> Result<(), StoreError> {
                     for a in &batch {
                         finish_attempt(conn, &hooks, a, &AttemptOutcome::Delivered, &[], None)?;
                     }

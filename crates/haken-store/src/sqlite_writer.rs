@@ -36,14 +36,17 @@ pub(crate) type Gate = Arc<tokio::sync::Mutex<()>>;
 /// Most jobs in one transaction: bounds how long the first of them waits for the commit.
 const MAX_GROUP: usize = 128;
 
-/// Under steady load (a group of more than one job committed within [`STEADY`]), a group of fewer than
-/// [`LINGER_BELOW`] jobs waits up to this long for more before it runs. Each commit writes
-/// every page its group touched to the log, whatever the group holds, and its deliveries hold
-/// the group's events: at 1,000 changes/s groups held one or two jobs. An idle writer, or one
-/// serving one caller at a time, runs a lone job at once.
+/// Under steady load, a group of fewer than [`LINGER_BELOW`] jobs waits up to this long (from
+/// its first job's queueing) for more before it runs. Each commit writes every page its group
+/// touched to the log, whatever the group holds, and its deliveries hold the group's events:
+/// at 1,000 changes/s groups held one or two jobs. Steady means that within [`STEADY`] a
+/// caller's job was queued while another caller's group ran: jobs from several callers at
+/// once. An idle writer, or one caller writing in turn (whose next job comes only after its
+/// answer), runs a lone job at once. The delivery engine's own jobs (rounds, attempt records)
+/// do not count: they come beside every caller's writes.
 const LINGER: Duration = Duration::from_millis(2);
 const LINGER_BELOW: usize = 4;
-const STEADY: Duration = Duration::from_millis(5);
+const STEADY: Duration = Duration::from_millis(20);
 
 /// A queued write. It may run more than once (see the module docs) and is answered once.
 trait Job: Send {
@@ -53,12 +56,16 @@ trait Job: Send {
     /// Hands the kept result to the caller, given the commit's result (`Err`: why it failed;
     /// a job the failure kept from running is told that).
     fn answer(self: Box<Self>, commit: Result<(), &str>);
+    /// When it was queued, and whether a caller waits on it (not the delivery engine's own).
+    fn queued(&self) -> (std::time::Instant, bool);
 }
 
 struct Pending<T, E, F> {
     f: F,
     result: Option<Result<T, E>>,
     reply: tokio::sync::oneshot::Sender<Result<T, E>>,
+    queued: std::time::Instant,
+    foreground: bool,
 }
 
 impl<T, E, F> Job for Pending<T, E, F>
@@ -84,6 +91,10 @@ where
             (None, Ok(())) => Err(StoreError::Database("the write did not run".into()).into()),
         };
         let _ = self.reply.send(out);
+    }
+
+    fn queued(&self) -> (std::time::Instant, bool) {
+        (self.queued, self.foreground)
     }
 }
 
@@ -162,8 +173,29 @@ impl Writer {
         E: From<StoreError> + Send + 'static,
         F: FnMut(&Connection) -> Result<T, E> + Send + 'static,
     {
+        self.write_as(f, true).await
+    }
+
+    /// [`Writer::write`] for the delivery engine's own jobs, which do not count as load (see
+    /// [`LINGER`]).
+    pub(crate) async fn write_background<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnMut(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        self.write_as(f, false).await
+    }
+
+    async fn write_as<T, E, F>(&self, f: F, foreground: bool) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnMut(&Connection) -> Result<T, E> + Send + 'static,
+    {
         let (reply, answer) = tokio::sync::oneshot::channel::<Result<T, E>>();
-        let job: Box<dyn Job> = Box::new(Pending { f, result: None, reply });
+        let job: Box<dyn Job> =
+            Box::new(Pending { f, result: None, reply, queued: std::time::Instant::now(), foreground });
         let sent = match self.queue.lock() {
             Ok(q) => q.as_ref().is_some_and(|q| q.send(job).is_ok()),
             Err(_) => false,
@@ -246,18 +278,34 @@ fn run(
     end: &mut Option<GroupEnd>,
     committed: &mpsc::SyncSender<()>,
 ) {
-    let mut last_commit: Option<(std::time::Instant, usize)> = None;
+    // When the last group with a caller's job committed, and when a caller's job was last
+    // found queued while such a group ran.
+    let mut last_commit: Option<std::time::Instant> = None;
+    let mut last_overlap: Option<std::time::Instant> = None;
+    let waited_behind = |j: &dyn Job, last_commit: Option<std::time::Instant>| {
+        let (queued, foreground) = j.queued();
+        overlaps(queued, foreground, last_commit)
+    };
     while let Ok(first) = queue.recv() {
-        let since = std::time::Instant::now();
+        let since = first.queued().0;
+        if waited_behind(&*first, last_commit) {
+            last_overlap = Some(std::time::Instant::now());
+        }
         let mut jobs = vec![first];
         loop {
             while jobs.len() < MAX_GROUP {
                 match queue.try_recv() {
-                    Ok(j) => jobs.push(j),
+                    Ok(j) => {
+                        if waited_behind(&*j, last_commit) {
+                            last_overlap = Some(std::time::Instant::now());
+                        }
+                        jobs.push(j);
+                    }
                     Err(_) => break,
                 }
             }
-            match linger(jobs.len(), last_commit.map(|(t, n)| (t.elapsed(), n)), since.elapsed()) {
+            let steady = last_overlap.is_some_and(|t| t.elapsed() < STEADY);
+            match linger(jobs.len(), steady, since.elapsed()) {
                 Some(left) => match queue.recv_timeout(left) {
                     Ok(j) => jobs.push(j),
                     Err(_) => break,
@@ -268,7 +316,9 @@ fn run(
         let held = gate.blocking_lock();
         let (commit, after) = group(conn, &mut jobs, end);
         drop(held);
-        last_commit = Some((std::time::Instant::now(), jobs.len()));
+        if jobs.iter().any(|j| j.queued().1) {
+            last_commit = Some(std::time::Instant::now());
+        }
         if let Some(after) = after {
             let committed = commit.is_ok();
             if std::panic::catch_unwind(AssertUnwindSafe(move || after(committed))).is_err() {
@@ -289,11 +339,16 @@ fn run(
     }
 }
 
-/// How much longer a group of `jobs`, gathering for `waited`, waits for more jobs, the last
-/// group (of `n` jobs) having committed `ago` (`last`: `None` when none has yet); `None`: it
-/// runs now.
-fn linger(jobs: usize, last: Option<(Duration, usize)>, waited: Duration) -> Option<Duration> {
-    let steady = last.is_some_and(|(ago, n)| ago < STEADY && n > 1);
+/// Whether a job queued at `queued` waited behind a caller's group (the last committed at
+/// `last_commit`): true only for a caller's job (`foreground`) queued before that commit. One
+/// caller writing in turn queues its next job after the answer, so after the commit.
+fn overlaps(queued: std::time::Instant, foreground: bool, last_commit: Option<std::time::Instant>) -> bool {
+    foreground && last_commit.is_some_and(|t| queued < t)
+}
+
+/// How much longer a group of `jobs`, its first queued `waited` ago, waits for more jobs
+/// (`steady`: the writer is under steady load); `None`: it runs now.
+fn linger(jobs: usize, steady: bool, waited: Duration) -> Option<Duration> {
     (steady && jobs < LINGER_BELOW).then(|| LINGER.checked_sub(waited)).flatten().filter(|d| !d.is_zero())
 }
 
@@ -588,19 +643,22 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    /// A small group under steady load waits what is left of the linger; a group on an idle
-    /// writer or one serving a caller at a time, a large group, or one that waited long
-    /// enough runs at once.
+    /// A small group under steady load waits what is left of the linger; a group without
+    /// steady load, a large group, or one that waited long enough runs at once.
     #[test]
     fn only_small_groups_under_steady_load_wait() {
         let ms = Duration::from_millis;
-        assert_eq!(linger(1, Some((ms(1), 2)), ms(0)), Some(LINGER));
-        assert_eq!(linger(LINGER_BELOW - 1, Some((ms(0), 3)), ms(1)), Some(LINGER - ms(1)));
-        assert_eq!(linger(1, None, ms(0)), None, "the first group of a writer");
-        assert_eq!(linger(1, Some((STEADY, 2)), ms(0)), None, "an idle writer");
-        assert_eq!(linger(1, Some((ms(1), 1)), ms(0)), None, "one caller at a time");
-        assert_eq!(linger(LINGER_BELOW, Some((ms(1), 2)), ms(0)), None, "a group large enough");
-        assert_eq!(linger(2, Some((ms(1), 2)), LINGER), None, "waited long enough");
+        assert_eq!(linger(1, true, ms(0)), Some(LINGER));
+        assert_eq!(linger(LINGER_BELOW - 1, true, ms(1)), Some(LINGER - ms(1)));
+        assert_eq!(linger(1, false, ms(0)), None, "no steady load");
+        assert_eq!(linger(LINGER_BELOW, true, ms(0)), None, "a group large enough");
+        assert_eq!(linger(2, true, LINGER), None, "waited long enough");
+        let t = std::time::Instant::now();
+        let later = t + ms(1);
+        assert!(overlaps(t, true, Some(later)), "a caller's job queued while a group ran");
+        assert!(!overlaps(later, true, Some(t)), "a caller's next job after its answer");
+        assert!(!overlaps(t, false, Some(later)), "the delivery engine's own job");
+        assert!(!overlaps(t, true, None), "nothing committed yet");
     }
 
     /// Under steady writes the log starts over instead of growing by every commit: it stays
