@@ -712,6 +712,21 @@ impl haken_store::Intake for RecordingIntake {
     }
 }
 
+/// A second node on `a`'s database, without a dispatcher of its own: its writes hand their
+/// deliveries to a recording engine with room for `room`.
+async fn recording_node(a: &TestServer, room: u32) -> (haken_store::Store, std::sync::Arc<RecordingIntake>) {
+    let b = haken_store::Store::connect(&haken_store::StoreOptions::new(a.store_url())).await.expect("connect");
+    b.install_router(std::sync::Arc::new(haken_hooks::HookRouter::new()));
+    let intake = std::sync::Arc::new(RecordingIntake {
+        room: room.into(),
+        reserved: 0.into(),
+        released: 0.into(),
+        handed: Default::default(),
+    });
+    assert!(b.install_intake(intake.clone()));
+    (b, intake)
+}
+
 /// Changes `user`'s nickname through `store` with one `user.account.update_profile` event;
 /// returns the event's uuid.
 async fn change_nickname(store: &haken_store::Store, user: &str, nick: &str) -> String {
@@ -755,17 +770,8 @@ async fn a_write_hands_its_deliveries_to_its_own_engine(backend: Backend) {
     let a = TestServer::start(backend).await;
     let hook = ready_hook(&a, hook_body("handed", &rx.url, &["user.account.update_profile"])).await;
     let user = make_user(&a, "handed@example.org").await;
-    // A second node on the same database, without a dispatcher of its own.
     let url = a.store_url();
-    let b = haken_store::Store::connect(&haken_store::StoreOptions::new(url.clone())).await.expect("connect");
-    b.install_router(std::sync::Arc::new(haken_hooks::HookRouter::new()));
-    let intake = std::sync::Arc::new(RecordingIntake {
-        room: 1.into(),
-        reserved: 0.into(),
-        released: 0.into(),
-        handed: Default::default(),
-    });
-    assert!(b.install_intake(intake.clone()));
+    let (b, intake) = recording_node(&a, 1).await;
 
     let first = change_nickname(&b, &user, "one").await;
     let handed = std::mem::take(&mut *intake.handed.lock().expect("handed"));
@@ -883,15 +889,7 @@ async fn an_event_two_hooks_take_is_handed_over_to_both(backend: Backend) {
     let first = ready_hook(&a, hook_body("first", &rx.url, &["user.account.update_profile"])).await;
     let second = ready_hook(&a, hook_body("second", &rx.url, &["user.account.update_profile"])).await;
     let user = make_user(&a, "twice@example.org").await;
-    let b = haken_store::Store::connect(&haken_store::StoreOptions::new(a.store_url())).await.expect("connect");
-    b.install_router(std::sync::Arc::new(haken_hooks::HookRouter::new()));
-    let intake = std::sync::Arc::new(RecordingIntake {
-        room: 2.into(),
-        reserved: 0.into(),
-        released: 0.into(),
-        handed: Default::default(),
-    });
-    assert!(b.install_intake(intake.clone()));
+    let (b, intake) = recording_node(&a, 2).await;
     let uuid = change_nickname(&b, &user, "twice").await;
     let mut handed = std::mem::take(&mut *intake.handed.lock().expect("handed"));
     handed.sort_by(|x, y| x.delivery.hook_id.cmp(&y.delivery.hook_id));
