@@ -163,6 +163,15 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Delivery, Optio
     Ok((delivery, r.get("inline_events")?))
 }
 
+/// Whether routed events wait for a delivery.
+fn any_unformed(conn: &Connection) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM outbox WHERE delivery_id IS NULL LIMIT 1")?
+        .query_row([], |r| r.get::<_, i64>(0))
+        .optional()?
+        .is_some())
+}
+
 /// A delivery [`form_deliveries`] made.
 struct Formed {
     id: String,
@@ -240,11 +249,7 @@ pub(crate) fn group_end(hooks: Arc<HookRuntime>) -> crate::sqlite_writer::GroupE
         let intake = hooks.intake.get()?.clone();
         let step = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(|_| ());
         let formed = (|| -> Result<Option<(crate::backend::Handover, bool)>, StoreError> {
-            let waiting: Option<i64> = conn
-                .prepare_cached("SELECT 1 FROM outbox WHERE delivery_id IS NULL LIMIT 1")?
-                .query_row([], |r| r.get(0))
-                .optional()?;
-            if waiting.is_none() {
+            if !any_unformed(conn)? {
                 return Ok(None);
             }
             step("SAVEPOINT group_end")?;
@@ -302,11 +307,7 @@ fn hand_over_formed(
         lease
     })?;
     // Rows beyond what one forming takes wait for a round too.
-    let left: Option<i64> = conn
-        .prepare_cached("SELECT 1 FROM outbox WHERE delivery_id IS NULL LIMIT 1")?
-        .query_row([], |r| r.get(0))
-        .optional()?;
-    let all = left.is_none() && formed.iter().all(|f| f.lease.is_some());
+    let all = !any_unformed(conn)? && formed.iter().all(|f| f.lease.is_some());
     let mut claimed = Vec::new();
     let mut events = conn.prepare_cached(
         "SELECT l.data FROM outbox o JOIN log_events l ON l.seq = o.event_seq WHERE o.delivery_id = ?1 ORDER BY o.seq",
@@ -355,11 +356,7 @@ fn dispatch_round(
             Some((rev, Arc::new(receiving)))
         }
     };
-    let unbatched: Option<i64> = conn
-        .prepare_cached("SELECT 1 FROM outbox WHERE delivery_id IS NULL LIMIT 1")?
-        .query_row([], |r| r.get(0))
-        .optional()?;
-    if unbatched.is_some() {
+    if any_unformed(conn)? {
         form_deliveries(conn, now, max_events, node, &mut |_| None)?;
     }
     let due: Vec<(String, i64)> = conn
