@@ -222,6 +222,15 @@ fn apply(
             Some(AuthScheme { kind, key, value })
         }
     };
+    // Each header is sent once: no custom header twice, none that is also the auth header.
+    for (i, (k, _)) in spec.headers.iter().enumerate() {
+        if spec.headers[..i].iter().any(|(earlier, _)| earlier.eq_ignore_ascii_case(k)) {
+            return Err(invalid("channel.config.headers", format!("'{k}' is given more than once")));
+        }
+        if auth.as_ref().is_some_and(|a| a.key.eq_ignore_ascii_case(k)) {
+            return Err(invalid("channel.config.headers", format!("'{k}' is the auth header (authScheme.key)")));
+        }
+    }
     // Settings the request does not mention keep their value (Okta clients never send them).
     let mut delivery = base.delivery;
     if let Some(p) = spec.retry_policy {

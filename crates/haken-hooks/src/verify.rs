@@ -1,5 +1,7 @@
 //! The one-time verification request (spec 1.2): a GET with `x-okta-verification-challenge`,
-//! answered by `{"verification": "<challenge>"}`. One retry after a timeout or an error.
+//! answered by `{"verification": "<challenge>"}`. Each attempt may take 3 s (whatever the
+//! hook's delivery timeout); one retry after a timeout, a transport error or an error status.
+//! A 2xx answer with the wrong body is final: the endpoint answered, and answered wrong.
 
 use std::time::Duration;
 
@@ -9,6 +11,9 @@ use serde_json::Value;
 use crate::client::{OutboundClient, OutboundRequest};
 
 pub const CHALLENGE_HEADER: &str = "x-okta-verification-challenge";
+
+/// How long each verification attempt may take (spec 1.2).
+pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The headers every request to the hook carries: its auth header and custom headers.
 pub fn hook_headers(hook: &EventHook) -> Vec<(String, String)> {
@@ -32,7 +37,7 @@ pub async fn verify(client: &OutboundClient, hook: &EventHook) -> Result<(), Str
             url: hook.uri.clone(),
             headers,
             body: None,
-            timeout: Duration::from_millis(hook.delivery.timeout_ms),
+            timeout: VERIFY_TIMEOUT,
             max_response: 64 * 1024,
         };
         let retryable = match client.send(req).await {
@@ -42,7 +47,7 @@ pub async fn verify(client: &OutboundClient, hook: &EventHook) -> Result<(), Str
             }
             Ok(resp) if !(200..300).contains(&resp.status) => {
                 last = format!("the endpoint answered HTTP {} (expected 200)", resp.status);
-                resp.status >= 500
+                true
             }
             Ok(resp) => {
                 let body: Option<Value> = serde_json::from_slice(&resp.body).ok();

@@ -1881,14 +1881,15 @@ macro_rules! async_writes {
                 };
                 if events.is_empty() && stop_hook.is_none() {
                     // The common case (delivered, or a retry): one statement, atomic on its
-                    // own, records the outcome and the attempt — no transaction around it.
+                    // own, records the attempt and, if this node still holds the lease, the
+                    // outcome — no transaction around it.
                     let row = sqlx::query(
                         "WITH d AS (UPDATE deliveries SET status = $2, attempts = attempts + 1, next_attempt_at = $3, delivered_at = $4, \
                          last_attempt_at = $5, last_status = $6, last_error = $7, lease_owner = NULL, lease_until = NULL \
                          WHERE id = $1 AND status = 'PENDING' AND lease_owner = $8 RETURNING id), \
                          i AS (INSERT INTO delivery_attempts (delivery_id, hook_id, attempt, started, latency_ms, status_code, error, response_snippet, node) \
-                         SELECT d.id, $9, $10, $5, $11, $6, $12, $13, $8 FROM d RETURNING 1) \
-                         SELECT count(*) FROM i",
+                         SELECT $1, $9, $10, $5, $11, $6, $12, $13, $8 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = $1)) \
+                         SELECT count(*) FROM d",
                     )
                     .bind(&a.delivery_id)
                     .bind(status)
@@ -1908,8 +1909,25 @@ macro_rules! async_writes {
                     return Ok(row.try_get::<i64, _>(0)? > 0);
                 }
                 let mut tx = self.begin_work().await?;
-                // Only the lease holder records: a node whose lease expired (and was taken over,
-                // or cleared by a replay) must not overwrite what happened since.
+                // Every attempt that went out is in the log; a delivery removed meanwhile takes
+                // no orphan row.
+                sqlx::query(
+                    "INSERT INTO delivery_attempts (delivery_id, hook_id, attempt, started, latency_ms, status_code, error, response_snippet, node) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = $1)",
+                )
+                .bind(&a.delivery_id)
+                .bind(&a.hook_id)
+                .bind(i64::from(a.attempt))
+                .bind(a.started.millis())
+                .bind(i64::try_from(a.latency_ms).unwrap_or(i64::MAX))
+                .bind(a.status_code.map(i64::from))
+                .bind(&a.error)
+                .bind(&a.response_snippet)
+                .bind(&a.node)
+                .execute(&mut **tx)
+                .await?;
+                // Only the lease holder records the outcome: a node whose lease expired (and was
+                // taken over, or cleared by a replay) must not overwrite what happened since.
                 let updated = sqlx::query(
                     "UPDATE deliveries SET status = $2, attempts = attempts + 1, next_attempt_at = $3, delivered_at = $4, \
                      last_attempt_at = $5, last_status = $6, last_error = $7, lease_owner = NULL, lease_until = NULL \
@@ -1930,21 +1948,6 @@ macro_rules! async_writes {
                     tx.commit().await?;
                     return Ok(false);
                 }
-                sqlx::query(
-                    "INSERT INTO delivery_attempts (delivery_id, hook_id, attempt, started, latency_ms, status_code, error, response_snippet, node) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(&a.delivery_id)
-                .bind(&a.hook_id)
-                .bind(i64::from(a.attempt))
-                .bind(a.started.millis())
-                .bind(i64::try_from(a.latency_ms).unwrap_or(i64::MAX))
-                .bind(a.status_code.map(i64::from))
-                .bind(&a.error)
-                .bind(&a.response_snippet)
-                .bind(&a.node)
-                .execute(&mut **tx)
-                .await?;
                 if let Some(hook_id) = stop_hook {
                     // Deactivate the hook as it is now (not the copy the sender held).
                     let current: Option<EventHook> =

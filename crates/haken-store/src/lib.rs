@@ -649,8 +649,9 @@ impl Store {
     }
 
     /// Records an attempt and its outcome, with `events`, and deactivates the hook `stop_hook`
-    /// if given (410). Returns `false`, writing nothing, when the attempt's node no longer holds
-    /// the delivery's lease (it expired and was taken over, or a replay reset it).
+    /// if given (410). The attempt is always logged (it went out); when the attempt's node no
+    /// longer holds the delivery's lease (it expired and was taken over, or a replay reset it)
+    /// nothing else is written and the answer is `false`.
     pub async fn finish_attempt(
         &self,
         attempt: &Attempt,

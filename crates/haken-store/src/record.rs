@@ -32,7 +32,7 @@ const LINGER: Duration = Duration::from_millis(5);
 const MAX_RECORDS: usize = 256;
 
 /// Marks each delivery (`$1`) delivered by the attempt's node if it still holds the lease, and
-/// records the attempt of each delivery it marked.
+/// records every attempt whose delivery still exists (a node that lost its lease did send).
 const RECORD_SQL: &str = "\
 WITH v AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
@@ -48,7 +48,7 @@ d AS (
 )
 INSERT INTO delivery_attempts (delivery_id, hook_id, attempt, started, latency_ms, status_code, error, response_snippet, node)
 SELECT v.id, v.hook_id, v.attempt, v.started, v.latency_ms, v.status_code, v.error, v.snippet, v.node
-FROM v JOIN d ON d.id = v.id";
+FROM v WHERE EXISTS (SELECT 1 FROM deliveries x WHERE x.id = v.id)";
 
 /// The queue of delivered attempts and the task that writes them.
 pub(crate) struct Recorder {

@@ -27,6 +27,7 @@ both!(
     a_write_hands_its_deliveries_to_its_own_engine,
     an_event_two_hooks_take_is_handed_over_to_both,
     the_server_hands_its_writes_deliveries_to_its_dispatcher,
+    an_attempt_by_a_node_that_lost_the_lease_is_still_logged,
 );
 
 fn hook_body(name: &str, uri: &str, items: &[&str]) -> Value {
@@ -78,7 +79,10 @@ async fn wait_status(s: &TestServer, hook: &str, status: &str, n: usize, secs: u
 async fn verification_and_its_failures(b: Backend) {
     let s = TestServer::start(b).await;
     let r = Receiver::start().await;
-    let created = s.post("/api/v1/eventHooks", hook_body("verify", &r.url, &["user.lifecycle.create"])).await;
+    let mut body = hook_body("verify", &r.url, &["user.lifecycle.create"]);
+    // Deliveries may take 10 s; verification still gives each attempt 3 s.
+    body["delivery"] = json!({ "timeoutMs": 10_000 });
+    let created = s.post("/api/v1/eventHooks", body).await;
     let hook = created.ok().clone();
     let id = hook["id"].as_str().unwrap_or_default().to_owned();
     assert!(id.starts_with("who"));
@@ -91,26 +95,43 @@ async fn verification_and_its_failures(b: Backend) {
     assert!(r.posts().is_empty());
 
     let verify = format!("/api/v1/eventHooks/{id}/lifecycle/verify");
-    // Wrong echo, not JSON, no property, server errors twice (one retry), then timeouts twice.
+    // A wrong echo, not JSON or no property are final; error statuses, redirects (never
+    // followed: the target would echo) and timeouts are retried once.
+    let redirect = || Reply::StatusWith(302, vec![("Location".into(), r.url.clone())]);
+    let slow = || Reply::Slow(Duration::from_millis(3_600));
     let failures = [
-        vec![Reply::VerifyBody("{\"verification\":\"nope\"}".into())],
-        vec![Reply::VerifyBody("not json".into())],
-        vec![Reply::VerifyBody("{\"other\":1}".into())],
-        vec![Reply::Status(500), Reply::Status(500)],
-        vec![Reply::Status(404)],
+        (vec![Reply::VerifyBody("{\"verification\":\"nope\"}".into())], "does not match"),
+        (vec![Reply::VerifyBody("not json".into())], "not JSON"),
+        (vec![Reply::VerifyBody("{\"other\":1}".into())], "no string property"),
+        (vec![Reply::Status(500), Reply::Status(500)], "HTTP 500"),
+        (vec![Reply::Status(404), Reply::Status(404)], "HTTP 404"),
+        (vec![redirect(), redirect()], "HTTP 302"),
+        (vec![slow(), slow()], "timed out"),
     ];
-    for script in failures {
+    for (script, why) in failures {
         r.script(script);
         let a = s.post(&verify, json!(null)).await;
         a.expect_error(400, "E0000001");
-        assert!(a.causes().iter().any(|c| c.starts_with("channel.config.uri:")), "{:?}", a.causes());
+        assert!(
+            a.causes().iter().any(|c| c.starts_with("channel.config.uri:") && c.contains(why)),
+            "{why}: {:?}",
+            a.causes()
+        );
     }
+    // A timed-out attempt is retried: the second answers in time.
+    r.script([slow()]);
+    let ok = s.post(&verify, json!(null)).await;
+    assert_eq!(ok.ok()["verificationStatus"], "VERIFIED");
+    // Replacing the channel (a new query) makes it unverified again.
+    let mut again = hook_body("verify", &format!("{}?v=1", r.url), &["user.lifecycle.create"]);
+    again["delivery"] = json!({ "timeoutMs": 10_000 });
+    assert_eq!(s.put(&format!("/api/v1/eventHooks/{id}"), again).await.ok()["verificationStatus"], "UNVERIFIED");
     // One 500 then a good echo: the single retry succeeds.
     r.script([Reply::Status(500)]);
     let ok = s.post(&verify, json!(null)).await;
     assert_eq!(ok.ok()["verificationStatus"], "VERIFIED");
     let gets: Vec<_> = r.requests().into_iter().filter(|q| q.method == "GET").collect();
-    assert_eq!(gets.len(), 8, "5 failures (two of them retried) and a retried success");
+    assert_eq!(gets.len(), 15, "7 failures (four of them retried) and two retried successes");
     let last = gets.last().cloned().expect("a GET");
     assert_eq!(last.header("authorization"), Some("Bearer s3cret"), "the auth header goes with the GET");
     assert_eq!(last.header("x-tenant"), Some("emea"));
@@ -126,8 +147,8 @@ async fn verification_and_its_failures(b: Backend) {
     s.post(&format!("/api/v1/eventHooks/{id2}/lifecycle/verify"), json!(null)).await.expect_error(400, "E0000001");
 
     let verified = s.events_of("event_hook.verified").await;
-    assert_eq!(verified.len(), 7, "every verification is logged, failed or not");
-    assert_eq!(verified.iter().filter(|e| e["outcome"]["result"] == "FAILURE").count(), 6);
+    assert_eq!(verified.len(), 10, "every verification is logged, failed or not");
+    assert_eq!(verified.iter().filter(|e| e["outcome"]["result"] == "FAILURE").count(), 8);
 
     // A changed channel needs verifying again.
     let mut body = hook_body("verify", &format!("{}?v=2", r.url), &["user.lifecycle.create"]);
@@ -291,14 +312,16 @@ async fn durable_retries_resume_after_an_outage(b: Backend) {
     let r = Receiver::start().await;
     let addr = r.addr();
     let id = ready_hook(&s, hook_body("durable", &r.url, &["user.lifecycle.create"])).await;
-    // 429 with Retry-After: 1 is honoured.
-    r.script([Reply::StatusWith(429, vec![("Retry-After".into(), "1".into())])]);
+    // 429 with Retry-After: 8 is honoured: the first retry, scheduled after about 5 s, waits 8.
+    r.script([Reply::StatusWith(429, vec![("Retry-After".into(), "8".into())])]);
     make_user(&s, "ra@example.org").await;
-    let ok = wait_status(&s, &id, "DELIVERED", 1, 10).await;
+    let ok = wait_status(&s, &id, "DELIVERED", 1, 20).await;
     assert_eq!(ok[0]["attempts"], 2);
     let posts = r.posts();
     assert_eq!(posts.len(), 2);
     assert_eq!(posts[0].body, posts[1].body, "a retry resends the identical body");
+    let gap = posts[1].at.duration_since(posts[0].at);
+    assert!(gap >= Duration::from_millis(7_900), "Retry-After: 8 was not honoured: retried after {gap:?}");
 
     // The receiver goes away; events keep being produced; it comes back on the same port.
     drop(r);
@@ -429,6 +452,17 @@ async fn hook_api_validation_and_secrets(b: Backend) {
     let mut bad_channel = hook_body("bad channel", ok_uri, &["user.lifecycle.create"]);
     bad_channel["channel"]["type"] = json!("SMTP");
     s.post("/api/v1/eventHooks", bad_channel).await.expect_error(400, "E0000001");
+    // A header is sent once: no custom header twice, none that repeats the auth header.
+    for headers in [
+        json!([{ "key": "X-Tenant", "value": "a" }, { "key": "x-tenant", "value": "b" }]),
+        json!([{ "key": "authorization", "value": "Bearer other" }]),
+    ] {
+        let mut twice = hook_body("twice", ok_uri, &["user.lifecycle.create"]);
+        twice["channel"]["config"]["headers"] = headers;
+        let a = s.post("/api/v1/eventHooks", twice).await;
+        a.expect_error(400, "E0000001");
+        assert!(a.causes().iter().any(|c| c.starts_with("channel.config.headers:")), "{:?}", a.causes());
+    }
 
     let created = s.post("/api/v1/eventHooks", hook_body("Secretive", ok_uri, &["user.lifecycle.create"])).await;
     let hook = created.ok().clone();
@@ -463,10 +497,20 @@ async fn hook_api_validation_and_secrets(b: Backend) {
     let d = s.post(&format!("/api/v1/eventHooks/{id}/lifecycle/deactivate"), json!(null)).await;
     assert_eq!(d.ok()["status"], "INACTIVE");
     assert!(d.ok()["_links"]["activate"]["href"].is_string());
+    let a = s.post(&format!("/api/v1/eventHooks/{id}/lifecycle/activate"), json!(null)).await;
+    assert_eq!(a.ok()["status"], "ACTIVE");
+    s.delete(&format!("/api/v1/eventHooks/{id}")).await.expect_error(400, "E0000001");
+    s.post(&format!("/api/v1/eventHooks/{id}/lifecycle/deactivate"), json!(null)).await.ok();
     assert_eq!(s.delete(&format!("/api/v1/eventHooks/{id}")).await.status.as_u16(), 204);
     s.get(&format!("/api/v1/eventHooks/{id}")).await.expect_error(404, "E0000007");
-    for t in ["event_hook.created", "event_hook.updated", "event_hook.deactivated", "event_hook.deleted"] {
-        assert_eq!(s.events_of(t).await.len(), 1, "{t}");
+    for (t, n) in [
+        ("event_hook.created", 1),
+        ("event_hook.updated", 1),
+        ("event_hook.activated", 1),
+        ("event_hook.deactivated", 2),
+        ("event_hook.deleted", 1),
+    ] {
+        assert_eq!(s.events_of(t).await.len(), n, "{t}");
     }
     s.stop().await;
 }
@@ -903,6 +947,64 @@ async fn an_event_two_hooks_take_is_handed_over_to_both(backend: Backend) {
         assert_eq!(sent["uuid"], uuid.as_str());
         assert_eq!(sent["eventType"], "user.account.update_profile");
     }
+    b.close().await;
+    a.stop().await;
+}
+
+/// A node whose lease ended while its request was on the wire (another node took the delivery
+/// over) did send: its attempt is in the delivery's log, on every path an attempt is recorded
+/// by, but the delivery's state stays the lease holder's.
+async fn an_attempt_by_a_node_that_lost_the_lease_is_still_logged(backend: Backend) {
+    use haken_core::hook::{Attempt, AttemptOutcome};
+    let rx = Receiver::start().await;
+    let a = TestServer::start(backend).await;
+    let hook = ready_hook(&a, hook_body("late", &rx.url, &["user.account.update_profile"])).await;
+    let user = make_user(&a, "late@example.org").await;
+    let (b, intake) = recording_node(&a, 1).await;
+    change_nickname(&b, &user, "held").await;
+    let delivery = intake.handed.lock().expect("handed")[0].delivery.id.clone();
+
+    let now = haken_core::Timestamp::now();
+    let late = |attempt: u32, status: u16| Attempt {
+        delivery_id: delivery.clone(),
+        hook_id: hook.clone(),
+        attempt,
+        started: now,
+        latency_ms: 7,
+        status_code: Some(status),
+        error: (status >= 300).then(|| format!("HTTP {status}")),
+        response_snippet: None,
+        node: "late-node".into(),
+    };
+    let store = a.store();
+    let retry = AttemptOutcome::Retry { at: now.plus_millis(60_000) };
+    assert!(!store.finish_attempt(&late(1, 503), &retry, &[], None).await.expect("retry recorded"));
+    let ctx = haken_core::log_event::EventContext::system("test");
+    let dead_event = ctx.event("event_hook.delivery", "Event hook delivery failed", now);
+    let dead = AttemptOutcome::Dead { reason: "gave up".into() };
+    assert!(!store.finish_attempt(&late(2, 500), &dead, &[dead_event], None).await.expect("dead letter recorded"));
+    store.record_delivered(late(3, 200)).await.expect("queued");
+
+    let path = format!("/api/v1/eventHooks/{hook}/deliveries/{delivery}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        let got = a.get(&path).await.ok().clone();
+        if got["attemptLog"].as_array().is_some_and(|l| l.len() == 3) {
+            break got;
+        }
+        assert!(std::time::Instant::now() < deadline, "the late attempts are not all logged: {got}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let log: Vec<(Value, Value)> = got["attemptLog"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| (l["statusCode"].clone(), l["node"].clone()))
+        .collect();
+    assert_eq!(log, [503, 500, 200].map(|c| (json!(c), json!("late-node"))));
+    assert_eq!((got["status"].as_str(), got["attempts"].as_u64()), (Some("PENDING"), Some(0)), "{got}");
+    assert_eq!(lease_owner(&a.store_url(), &delivery).await.as_deref(), Some("recording-node"));
+    assert!(a.events_of("event_hook.delivery").await.is_empty(), "the late node's failure is not the delivery's");
     b.close().await;
     a.stop().await;
 }

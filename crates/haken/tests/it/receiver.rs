@@ -40,6 +40,8 @@ pub struct Recorded {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// When the request was read.
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -218,7 +220,7 @@ async fn serve(mut sock: TcpStream, shared: Arc<Mutex<Shared>>) -> std::io::Resu
             .map(|(_, v)| v.clone());
         let reply = {
             let Ok(mut s) = shared.lock() else { return Ok(()) };
-            let rec = Recorded { method: method.clone(), path, headers, body };
+            let rec = Recorded { method: method.clone(), path, headers, body, at: std::time::Instant::now() };
             let reply = match s.script.pop_front() {
                 Some(r) => r,
                 None => s.responder.as_ref().map(|f| f(&rec)).unwrap_or(Reply::Ok),
