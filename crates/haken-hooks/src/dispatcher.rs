@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use haken_core::Timestamp;
-use haken_core::hook::{Attempt, AttemptOutcome, EventHook};
+use haken_core::hook::{Attempt, AttemptOutcome, EventHook, HookStatus, VerificationStatus};
 use haken_core::log_event::{EventContext, Target};
 use haken_store::{Claimed, Store};
 use tokio::sync::watch;
@@ -57,6 +57,8 @@ pub struct Dispatcher {
     /// The receiving hooks of the last round and their revision: deliveries a write hands over
     /// are taken only for hooks of the revision that write was routed by.
     held: Mutex<(i64, HashMap<String, Arc<EventHook>>)>,
+    /// Hooks whose backlog gauges were last set to a figure.
+    reported: Mutex<std::collections::HashSet<String>>,
     /// Set at shutdown: nothing more is taken or started.
     stopping: AtomicBool,
     /// Hooks whose work may be waiting for an in-flight slot (a round used all the room it
@@ -113,6 +115,7 @@ impl Dispatcher {
             in_flight: Mutex::new(HashMap::new()),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
             held: Mutex::new((i64::MIN, HashMap::new())),
+            reported: Mutex::default(),
             stopping: AtomicBool::new(false),
             starved: Mutex::default(),
             freed: std::sync::atomic::AtomicU64::new(0),
@@ -273,10 +276,32 @@ impl Dispatcher {
         if self.stats_due()
             && let Ok(stats) = self.store.queue_stats().await
         {
-            let age = stats.oldest_pending.map_or(0.0, |t| ((Timestamp::now().millis() - t).max(0) as f64) / 1000.0);
-            metrics::queue(stats.pending_events, age);
+            self.report_queues(stats);
         }
         Ok(next)
+    }
+
+    /// Sets the backlog gauges of the hooks being sent to; every other hook reported before
+    /// (its backlog went, or it was deactivated or deleted) reads 0.
+    fn report_queues(&self, stats: Vec<haken_store::QueueStats>) {
+        let live: HashMap<String, Arc<EventHook>> = self.held.lock().map(|h| h.1.clone()).unwrap_or_default();
+        let now = Timestamp::now().millis();
+        let mut reported = self.reported.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut now_reported = std::collections::HashSet::new();
+        for q in stats {
+            let sent_to = live.get(&q.hook_id).is_some_and(|h| {
+                h.status == HookStatus::Active && h.verification_status == VerificationStatus::Verified
+            });
+            if sent_to {
+                let age = q.oldest_pending.map_or(0.0, |t| ((now - t).max(0) as f64) / 1000.0);
+                metrics::queue(&q.hook_id, q.pending_events, age);
+                now_reported.insert(q.hook_id);
+            }
+        }
+        for gone in reported.difference(&now_reported) {
+            metrics::queue(gone, 0, 0.0);
+        }
+        *reported = now_reported;
     }
 
     /// Sends `claimed`, which holds one of `hook`'s in-flight slots, on a task of its own.

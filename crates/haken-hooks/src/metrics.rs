@@ -15,9 +15,10 @@ pub const HANDED_OVER: &str = "haken_event_hook_deliveries_handed_over_total";
 pub const EVENTS_DELIVERED: &str = "haken_event_hook_events_delivered_total";
 /// Attempt latency in seconds (labels: `hook`, `outcome` = success | failure).
 pub const ATTEMPT_SECONDS: &str = "haken_event_hook_attempt_duration_seconds";
-/// Routed events not yet delivered.
+/// Routed events not yet delivered, of hooks that are being sent to (labels: `hook`). An
+/// inactive or unverified hook's backlog waits without alarming anyone: its series reads 0.
 pub const QUEUE_DEPTH: &str = "haken_event_hook_queue_depth";
-/// Age in seconds of the oldest event not yet delivered (0 when none).
+/// Age in seconds of the oldest event not yet delivered (0 when none; labels: `hook`).
 pub const OLDEST_PENDING_SECONDS: &str = "haken_event_hook_oldest_pending_seconds";
 
 /// Buckets of the attempt-latency histogram (seconds).
@@ -45,7 +46,7 @@ pub fn attempt(hook: &str, seconds: f64, success: bool) {
     metrics::histogram!(ATTEMPT_SECONDS, "hook" => hook.to_owned(), "outcome" => outcome).record(seconds);
 }
 
-pub fn queue(depth: i64, oldest_age_seconds: f64) {
-    metrics::gauge!(QUEUE_DEPTH).set(depth as f64);
-    metrics::gauge!(OLDEST_PENDING_SECONDS).set(oldest_age_seconds);
+pub fn queue(hook: &str, depth: i64, oldest_age_seconds: f64) {
+    metrics::gauge!(QUEUE_DEPTH, "hook" => hook.to_owned()).set(depth as f64);
+    metrics::gauge!(OLDEST_PENDING_SECONDS, "hook" => hook.to_owned()).set(oldest_age_seconds);
 }

@@ -59,6 +59,10 @@ pub struct ServerConfig {
     pub node_id: Option<String>,
     /// How long a node holds a delivery it claimed before others may take it (seconds).
     pub delivery_lease_secs: u64,
+    /// Longest pause between two looks at the delivery queue when nothing wakes the node
+    /// (milliseconds). Writes wake their node at once and other nodes through PostgreSQL;
+    /// the poll finds due retries and expired leases.
+    pub delivery_poll_ms: u64,
     /// Delivered deliveries (and their attempt log) are kept this many days. Dead letters are
     /// kept until replayed.
     pub delivery_retention_days: u64,
@@ -91,6 +95,7 @@ impl Default for ServerConfig {
             workers: true,
             node_id: None,
             delivery_lease_secs: 60,
+            delivery_poll_ms: 1000,
             delivery_retention_days: 7,
             log_retention_days: 90,
             inline_max_in_flight: haken_hooks::inline::DEFAULT_MAX_IN_FLIGHT,

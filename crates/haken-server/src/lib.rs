@@ -108,6 +108,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         }
     };
     let lease = std::time::Duration::from_secs(config.delivery_lease_secs.max(1));
+    let poll = std::time::Duration::from_millis(config.delivery_poll_ms.clamp(10, 60_000));
     let delivery_retention_days = config.delivery_retention_days;
     let log_retention_days = config.log_retention_days;
     let state = AppState::new(store.clone(), config, public_url.clone(), outbound.clone(), metrics_handle())
@@ -120,6 +121,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         let mut cfg = haken_hooks::DispatcherConfig::new(public_url.clone());
         cfg.node_id = node_id;
         cfg.lease = lease;
+        cfg.poll_interval = poll;
         haken_hooks::Dispatcher::new(store.clone(), outbound, cfg).spawn(dispatcher_stops)
     });
     if workers {

@@ -1231,13 +1231,24 @@ macro_rules! backend_impl {
                 Ok((deliveries, events))
             }
 
-            pub(crate) async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
-                let a = sqlx::query("SELECT COUNT(*), MIN(created) FROM outbox WHERE delivery_id IS NULL").fetch_one(&self.work).await?;
-                let b = sqlx::query("SELECT CAST(COALESCE(SUM(event_count), 0) AS BIGINT), MIN(created) FROM deliveries WHERE status = 'PENDING'")
-                    .fetch_one(&self.work)
+            pub(crate) async fn queue_stats(&self) -> Result<Vec<QueueStats>, StoreError> {
+                let unformed = sqlx::query("SELECT hook_id, COUNT(*), MIN(created) FROM outbox WHERE delivery_id IS NULL GROUP BY hook_id")
+                    .fetch_all(&self.work)
                     .await?;
-                let oldest = [a.try_get::<Option<i64>, _>(1)?, b.try_get::<Option<i64>, _>(1)?].into_iter().flatten().min();
-                Ok(QueueStats { pending_events: a.try_get::<i64, _>(0)? + b.try_get::<i64, _>(0)?, oldest_pending: oldest })
+                let pending = sqlx::query(
+                    "SELECT hook_id, CAST(COALESCE(SUM(event_count), 0) AS BIGINT), MIN(created) FROM deliveries WHERE status = 'PENDING' GROUP BY hook_id",
+                )
+                .fetch_all(&self.work)
+                .await?;
+                let mut by_hook: std::collections::BTreeMap<String, QueueStats> = std::collections::BTreeMap::new();
+                for row in unformed.iter().chain(&pending) {
+                    let hook_id: String = row.try_get(0)?;
+                    let q = by_hook.entry(hook_id.clone()).or_insert_with(|| QueueStats { hook_id, ..QueueStats::default() });
+                    q.pending_events += row.try_get::<i64, _>(1)?;
+                    let oldest: Option<i64> = row.try_get(2)?;
+                    q.oldest_pending = [q.oldest_pending, oldest].into_iter().flatten().min();
+                }
+                Ok(by_hook.into_values().collect())
             }
 
             // ---- System Log ----

@@ -276,9 +276,10 @@ pub struct DispatchRound {
     pub hooks: Option<HooksAt>,
 }
 
-/// Backlog figures for metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Backlog figures of one hook, for metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct QueueStats {
+    pub hook_id: String,
     /// Routed events not yet delivered (in no delivery yet, or in a pending one).
     pub pending_events: i64,
     /// Creation time (ms) of the oldest of them.
@@ -723,7 +724,8 @@ impl Store {
         dispatch!(self.purge(delivered_before, logs_before))
     }
 
-    pub async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
+    /// The backlog of every hook that has one.
+    pub async fn queue_stats(&self) -> Result<Vec<QueueStats>, StoreError> {
         dispatch!(self.queue_stats())
     }
 

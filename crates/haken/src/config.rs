@@ -51,6 +51,10 @@ pub struct ServeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivery_lease_secs: Option<u64>,
+    /// Longest pause in ms between looks at the delivery queue when nothing wakes the node (10–60000) [default: 1000; env HAKEN_DELIVERY_POLL_MS].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_poll_ms: Option<u64>,
 }
 
 fn is_true(b: &bool) -> bool {
@@ -86,6 +90,7 @@ const ENV_KEYS: &[&str] = &[
     "workers",
     "node_id",
     "delivery_lease_secs",
+    "delivery_poll_ms",
     "delivery_retention_days",
     "log_retention_days",
     "inline_max_in_flight",

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::harness::{TOKEN, pg_admin_url, postgres_available, tempdir::Dir};
-use crate::receiver::Receiver;
+use crate::receiver::{Receiver, Reply};
 
 const BIN: &str = env!("CARGO_BIN_EXE_haken");
 
@@ -83,12 +83,12 @@ async fn api(http: &reqwest::Client, method: reqwest::Method, url: String, body:
 }
 
 /// Creates a durable hook on `base` for group creations and verifies it.
-async fn subscribe(http: &reqwest::Client, base: &str, receiver: &Receiver) -> String {
+async fn subscribe(http: &reqwest::Client, base: &str, receiver: &Receiver, timeout_ms: u64) -> String {
     let body = json!({
         "name": "durability",
         "events": { "type": "EVENT_TYPE", "items": ["group.lifecycle.create"], "filter": null },
         "channel": { "type": "HTTP", "version": "1.0.0", "config": { "uri": receiver.url, "headers": [] } },
-        "delivery": { "retryPolicy": "durable", "timeoutMs": 2000 }
+        "delivery": { "retryPolicy": "durable", "timeoutMs": timeout_ms }
     });
     let hook =
         api(http, reqwest::Method::POST, format!("{base}/api/v1/eventHooks"), Some(body)).await.expect("hook created");
@@ -174,7 +174,7 @@ async fn sigkill_at_random_moments_loses_nothing_sqlite() {
     let receiver = Receiver::start().await;
     let http = reqwest::Client::new();
     let mut node = Node::start(port, &data, None, "crash-node").await;
-    subscribe(&http, &node.base, &receiver).await;
+    subscribe(&http, &node.base, &receiver, 2000).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicUsize::new(0));
@@ -209,7 +209,7 @@ async fn sigkill_at_random_moments_loses_nothing_postgres() {
     let receiver = Receiver::start().await;
     let http = reqwest::Client::new();
     let mut node = Node::start(port, &data, Some(&db), "crash-pg-node").await;
-    subscribe(&http, &node.base, &receiver).await;
+    subscribe(&http, &node.base, &receiver, 2000).await;
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicUsize::new(0));
     let producer = produce(vec![node.base.clone()], stop.clone(), acked.clone());
@@ -243,17 +243,43 @@ async fn three_nodes_share_the_work_and_survive_one_dying() {
     for (i, d) in dirs.iter().enumerate() {
         nodes.push(Node::start(free_port(), d.0.to_str().unwrap_or_default(), Some(&db), &format!("node-{i}")).await);
     }
-    let hook = subscribe(&http, &nodes[0].base, &receiver).await;
+    // Requests may take 10 s: the dying node's last deliveries are still on the wire, leased
+    // to it, when it is killed (its receiver never answers it).
+    let hook = subscribe(&http, &nodes[0].base, &receiver, 10_000).await;
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    let doomed = format!("{}/", bases[2]);
+    let from_doomed = move |q: &crate::receiver::Recorded| {
+        q.method == "POST" && q.json()["source"].as_str().is_some_and(|s| s.starts_with(&doomed))
+    };
+    let hang = from_doomed.clone();
+    receiver.respond_with(move |q| if hang(q) { Reply::Slow(Duration::from_secs(60)) } else { Reply::Ok });
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicUsize::new(0));
-    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
-    let producer = produce(bases[..2].to_vec(), stop.clone(), acked.clone());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    // The third node dies mid-run, with whatever it had claimed.
+    let producer = produce(bases.clone(), stop.clone(), acked.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while receiver.posts().iter().filter(|q| from_doomed(q)).count() < 2 {
+        assert!(Instant::now() < deadline, "node-2 never took a delivery");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The third node dies mid-run, with deliveries in flight and leased to it.
     nodes[2].kill();
+    let held: HashSet<String> = receiver.posts().iter().filter(|q| from_doomed(q)).flat_map(|q| q.uuids()).collect();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
     let _ = producer.await;
+    // What the dead node held (its requests were read, never answered) is delivered by the
+    // others once its leases end.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let orphaned = loop {
+        let by_others: HashSet<String> =
+            receiver.posts().iter().filter(|q| !from_doomed(q)).flat_map(|q| q.uuids()).collect();
+        let orphaned: Vec<String> = held.difference(&by_others).cloned().collect();
+        if orphaned.is_empty() || Instant::now() > deadline {
+            break orphaned;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let (committed, received, dups) = settle(&http, &bases[0], &receiver, 60).await;
     // Which nodes delivered: the attempt log names them.
     let list =
@@ -274,10 +300,16 @@ async fn three_nodes_share_the_work_and_survive_one_dying() {
         }
     }
     report(&format!(
-        "multi-node test (3 nodes, node-2 killed): {committed} committed events, all delivered; {received} received, {dups} duplicates; delivering nodes {delivering:?}"
+        "multi-node test (3 nodes, node-2 killed holding {} events): {committed} committed events, all delivered; {received} received, {dups} duplicates; delivering nodes {delivering:?}",
+        held.len()
     ));
     assert!(committed >= 20);
-    assert!(delivering.len() >= 2, "the work is shared between nodes: {delivering:?}");
+    assert!(!held.is_empty());
+    assert!(orphaned.is_empty(), "events node-2 held were never delivered by another node: {orphaned:?}");
+    assert!(
+        delivering.contains("node-0") && delivering.contains("node-1"),
+        "the work is shared between the living nodes: {delivering:?}"
+    );
     drop(nodes);
     let _ = haken_store::scratch::drop_database(&pg_admin_url(), &db).await;
 }

@@ -28,6 +28,9 @@ both!(
     an_event_two_hooks_take_is_handed_over_to_both,
     the_server_hands_its_writes_deliveries_to_its_dispatcher,
     an_attempt_by_a_node_that_lost_the_lease_is_still_logged,
+    deliveries_wake_at_commit_and_reuse_the_connection,
+    one_slow_receiver_does_not_hold_up_another,
+    redirects_are_not_followed,
 );
 
 fn hook_body(name: &str, uri: &str, items: &[&str]) -> Value {
@@ -442,6 +445,25 @@ async fn hook_api_validation_and_secrets(b: Backend) {
             .await
             .expect_error(400, "E0000001");
     }
+    // A name that passes the static check but resolves to a private address is refused when
+    // connecting, not only when saved: here the machine's own name, which resolves locally.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname").trim().to_owned();
+    let addrs: Vec<std::net::SocketAddr> =
+        tokio::net::lookup_host((host.as_str(), 0)).await.expect("the machine's name resolves").collect();
+    assert!(
+        !addrs.is_empty() && addrs.iter().all(|a| haken_hooks::client::is_blocked(a.ip())),
+        "this test needs the machine's name ({host}) to resolve to private addresses only: {addrs:?}"
+    );
+    let sneaky = s
+        .post("/api/v1/eventHooks", hook_body("sneaky", &format!("https://{host}:9/hook"), &["user.lifecycle.create"]))
+        .await;
+    let sneaky_id = sneaky.ok()["id"].as_str().unwrap_or_default().to_owned();
+    let refused = s.post(&format!("/api/v1/eventHooks/{sneaky_id}/lifecycle/verify"), json!(null)).await;
+    refused.expect_error(400, "E0000001");
+    assert!(refused.causes().iter().any(|c| c.contains("private or reserved addresses")), "{:?}", refused.causes());
+    s.post(&format!("/api/v1/eventHooks/{sneaky_id}/lifecycle/deactivate"), json!(null)).await.ok();
+    assert_eq!(s.delete(&format!("/api/v1/eventHooks/{sneaky_id}")).await.status.as_u16(), 204);
+
     let a = s.post("/api/v1/eventHooks", hook_body("ineligible", ok_uri, &["user.lifecycle.delete.completed"])).await;
     a.expect_error(400, "E0000001");
     assert!(a.causes().iter().any(|c| c.contains("eligible")));
@@ -503,12 +525,13 @@ async fn hook_api_validation_and_secrets(b: Backend) {
     s.post(&format!("/api/v1/eventHooks/{id}/lifecycle/deactivate"), json!(null)).await.ok();
     assert_eq!(s.delete(&format!("/api/v1/eventHooks/{id}")).await.status.as_u16(), 204);
     s.get(&format!("/api/v1/eventHooks/{id}")).await.expect_error(404, "E0000007");
+    // With the sneaky hook's created, deactivated and deleted.
     for (t, n) in [
-        ("event_hook.created", 1),
+        ("event_hook.created", 2),
         ("event_hook.updated", 1),
         ("event_hook.activated", 1),
-        ("event_hook.deactivated", 2),
-        ("event_hook.deleted", 1),
+        ("event_hook.deactivated", 3),
+        ("event_hook.deleted", 2),
     ] {
         assert_eq!(s.events_of(t).await.len(), n, "{t}");
     }
@@ -530,7 +553,63 @@ async fn outbox_is_transactional(b: Backend) {
     let all: Vec<Value> =
         s.get(&format!("/api/v1/eventHooks/{id}/deliveries")).await.ok().as_array().cloned().unwrap_or_default();
     assert_eq!(all.len(), 1);
+
+    // A change that fails after its event was routed (a trigger raises once the outbox row is
+    // in) leaves nothing: not the change, not its System Log event, not its delivery.
+    let user = s.get("/api/v1/users/tx@example.org").await.ok()["id"].as_str().unwrap_or_default().to_owned();
+    ready_hook(&s, hook_body("tx2", &r.url, &["user.account.update_profile"])).await;
+    let url = s.store_url();
+    let fail = if url.starts_with("sqlite:") {
+        "CREATE TRIGGER fail_after_routing AFTER INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'injected'); END"
+    } else {
+        "CREATE TRIGGER fail_after_routing AFTER INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION fail_after_routing()"
+    };
+    let setup: Vec<&'static str> = if url.starts_with("sqlite:") {
+        vec![fail]
+    } else {
+        vec![
+            "CREATE FUNCTION fail_after_routing() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected'; END $$",
+            fail,
+        ]
+    };
+    run_sql(&url, &setup).await;
+    let change = json!({ "profile": { "nickName": "never" } });
+    let failed = s.post(&format!("/api/v1/users/{user}"), change).await;
+    assert_eq!(failed.status.as_u16(), 500, "{}", failed.body);
+    let drop = if url.starts_with("sqlite:") {
+        "DROP TRIGGER fail_after_routing"
+    } else {
+        "DROP TRIGGER fail_after_routing ON outbox"
+    };
+    run_sql(&url, &[drop]).await;
+    assert_eq!(s.get(&format!("/api/v1/users/{user}")).await.ok()["profile"]["nickName"], Value::Null);
+    assert!(s.events_of("user.account.update_profile").await.is_empty(), "no event for a change that rolled back");
+    // The next change goes through and is the only one delivered.
+    s.post(&format!("/api/v1/users/{user}"), json!({ "profile": { "nickName": "kept" } })).await.ok();
+    let sent = s.events_of("user.account.update_profile").await;
+    assert_eq!(sent.len(), 1);
+    let uuid = sent[0]["uuid"].as_str().unwrap_or_default().to_owned();
+    r.wait_posts(10, |p| p.iter().any(|q| q.uuids().contains(&uuid))).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(r.uuids().len(), 2, "the create and the kept change, nothing of the failed one");
     s.stop().await;
+}
+
+/// Runs statements on the database at `url` (the server's own store).
+async fn run_sql(url: &str, statements: &[&'static str]) {
+    if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(url).await.expect("connect");
+        for q in statements.iter().copied() {
+            sqlx::query(q).execute(&pool).await.expect(q);
+        }
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.expect("connect");
+        for q in statements.iter().copied() {
+            sqlx::query(q).execute(&pool).await.expect(q);
+        }
+        pool.close().await;
+    }
 }
 
 async fn trigger_and_metrics(b: Backend) {
@@ -555,8 +634,50 @@ async fn trigger_and_metrics(b: Backend) {
     let text = reqwest::get(format!("{}/metrics", s.base)).await.expect("metrics").text().await.unwrap_or_default();
     assert!(text.contains(&format!("haken_event_hook_deliveries_delivered_total{{hook=\"{id}\"}} 1")), "{text}");
     assert!(text.contains("haken_event_hook_attempt_duration_seconds_bucket"));
-    assert!(text.contains("haken_event_hook_queue_depth"));
+
+    // A failing hook: retried (durable), a backlog that ages; a hook that gives up: failed.
+    let failing = Receiver::start().await;
+    failing.respond_with(|q| if q.method == "POST" { Reply::Status(503) } else { Reply::Ok });
+    let retrying = ready_hook(&s, hook_body("retrying", &failing.url, &["user.lifecycle.create"])).await;
+    let refusing = Receiver::start().await;
+    refusing.respond_with(|q| if q.method == "POST" { Reply::Status(400) } else { Reply::Ok });
+    let mut body = hook_body("giving up", &refusing.url, &["user.lifecycle.create"]);
+    body["delivery"] = json!({ "retryPolicy": "okta" });
+    let giving_up = ready_hook(&s, body).await;
+    make_user(&s, "metrics@example.org").await;
+    let scrape = || async {
+        reqwest::get(format!("{}/metrics", s.base)).await.expect("metrics").text().await.unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = scrape().await;
+        let seen = (
+            metric(&text, "haken_event_hook_attempts_retried_total", &retrying),
+            metric(&text, "haken_event_hook_queue_depth", &retrying),
+            metric(&text, "haken_event_hook_oldest_pending_seconds", &retrying),
+            metric(&text, "haken_event_hook_deliveries_failed_total", &giving_up),
+        );
+        if matches!(seen, (Some(retries), Some(1.0), Some(age), Some(1.0)) if retries >= 1.0 && age > 0.0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "metrics never showed the failures: {seen:?}\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Deactivated, the hook's backlog waits and stops counting.
+    s.post(&format!("/api/v1/eventHooks/{retrying}/lifecycle/deactivate"), json!(null)).await.ok();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while metric(&scrape().await, "haken_event_hook_queue_depth", &retrying) != Some(0.0) {
+        assert!(std::time::Instant::now() < deadline, "an inactive hook's backlog still counts");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&scrape().await, "haken_event_hook_oldest_pending_seconds", &retrying), Some(0.0));
     s.stop().await;
+}
+
+/// The value of the series `name{hook="<hook>"}` in a Prometheus scrape.
+fn metric(text: &str, name: &str, hook: &str) -> Option<f64> {
+    let series = format!("{name}{{hook=\"{hook}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&series)).and_then(|v| v.trim().parse().ok())
 }
 
 async fn retention_keeps_what_is_still_owed(b: Backend) {
@@ -1007,4 +1128,62 @@ async fn an_attempt_by_a_node_that_lost_the_lease_is_still_logged(backend: Backe
     assert!(a.events_of("event_hook.delivery").await.is_empty(), "the late node's failure is not the delivery's");
     b.close().await;
     a.stop().await;
+}
+
+/// With the poll an hour away in effect (60 s), only the wake-up at commit can deliver: each
+/// change reaches the receiver at once, all over the one connection verification opened.
+async fn deliveries_wake_at_commit_and_reuse_the_connection(b: Backend) {
+    let s = TestServer::start_with(b, |c| c.delivery_poll_ms = 60_000).await;
+    let r = Receiver::start().await;
+    ready_hook(&s, hook_body("awake", &r.url, &["user.lifecycle.create"])).await;
+    for i in 0..5 {
+        make_user(&s, &format!("awake{i}@example.org")).await;
+        let sent = s.events_of("user.lifecycle.create").await;
+        let uuid = sent.last().and_then(|e| e["uuid"].as_str()).unwrap_or_default().to_owned();
+        // Well inside the poll's 60 s.
+        r.wait_posts(10, |p| p.iter().any(|q| q.uuids().contains(&uuid))).await;
+    }
+    assert_eq!(r.posts().len(), 5);
+    assert_eq!(r.connections_accepted(), 1, "the verification's connection carried every delivery");
+    s.stop().await;
+}
+
+/// A hook whose receiver hangs has its requests in flight; another hook's deliveries of the
+/// same events go out meanwhile.
+async fn one_slow_receiver_does_not_hold_up_another(b: Backend) {
+    let s = TestServer::start(b).await;
+    let slow = Receiver::start().await;
+    slow.respond_with(|r| if r.method == "POST" { Reply::Slow(Duration::from_secs(20)) } else { Reply::Ok });
+    let fast = Receiver::start().await;
+    let mut body = hook_body("slow", &slow.url, &["user.lifecycle.create"]);
+    body["delivery"] = json!({ "timeoutMs": 30_000, "maxInFlight": 2 });
+    ready_hook(&s, body).await;
+    ready_hook(&s, hook_body("fast", &fast.url, &["user.lifecycle.create"])).await;
+    for i in 0..8 {
+        make_user(&s, &format!("busy{i}@example.org")).await;
+    }
+    fast.wait_posts(15, |_| fast.uuids().len() >= 8).await;
+    assert_eq!(slow.open_now(), 2, "the slow hook's two requests are still hanging");
+    assert!(slow.uuids().len() < 8, "the slow hook has not got everything");
+    // The hung requests fail when the receiver goes; the server stops without waiting for them.
+    drop(slow);
+    s.stop().await;
+}
+
+/// A 3xx is an answer, not a direction: the Location is not visited, and under the durable
+/// policy (as for other 4xx-like answers) the delivery is a dead letter at once.
+async fn redirects_are_not_followed(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let elsewhere = Receiver::start().await;
+    let id = ready_hook(&s, hook_body("moved", &r.url, &["user.lifecycle.create"])).await;
+    let location = elsewhere.url.clone();
+    r.respond_with(move |q| {
+        if q.method == "POST" { Reply::StatusWith(307, vec![("Location".into(), location.clone())]) } else { Reply::Ok }
+    });
+    make_user(&s, "moved@example.org").await;
+    let dead = wait_status(&s, &id, "DEAD", 1, 15).await;
+    assert_eq!((dead[0]["attempts"].as_u64(), dead[0]["lastStatusCode"].as_u64()), (Some(1), Some(307)));
+    assert!(elsewhere.requests().is_empty(), "the redirect was followed");
+    s.stop().await;
 }

@@ -68,6 +68,8 @@ struct Shared {
     /// Requests being answered now, and the most there ever were at once.
     open: usize,
     most_open: usize,
+    /// Connections accepted.
+    accepted: usize,
 }
 
 /// The receiver; stops when dropped.
@@ -103,6 +105,9 @@ impl Receiver {
         let conns = connections.clone();
         let task = tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
+                if let Ok(mut sh) = s.lock() {
+                    sh.accepted += 1;
+                }
                 let s = s.clone();
                 let handle = tokio::spawn(async move {
                     let _ = serve(sock, s).await;
@@ -167,6 +172,16 @@ impl Receiver {
     /// The most requests this receiver was answering at one time.
     pub fn most_at_once(&self) -> usize {
         self.shared.lock().map(|s| s.most_open).unwrap_or(0)
+    }
+
+    /// Requests being answered right now.
+    pub fn open_now(&self) -> usize {
+        self.shared.lock().map(|s| s.open).unwrap_or(0)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections_accepted(&self) -> usize {
+        self.shared.lock().map(|s| s.accepted).unwrap_or(0)
     }
 
     /// All event uuids received, in arrival order (duplicates kept).
