@@ -452,36 +452,40 @@ pub async fn verify(
 ) -> Result<EventHook, ApiError> {
     let hook = get(store, id).await?;
     let result = crate::verify::verify(client, &hook).await;
-    let ctx = ctx.clone();
-    let outcome = result.clone();
-    let updated = store
-        .update_event_hook::<Fail, _>(id, move |mut h| {
-            let mut ev = event(&ctx, "event_hook.verified", "Event hook verification", &h, now);
-            // The channel may have been replaced while the challenge was on the wire: only the
-            // channel that answered becomes verified.
-            let same_channel = h.uri == hook.uri && h.headers == hook.headers && h.auth == hook.auth;
-            match &outcome {
-                Ok(()) if same_channel => h.verification_status = VerificationStatus::Verified,
-                Ok(()) => ev = ev.with_outcome("FAILURE", Some("the channel changed during verification")),
-                Err(reason) => {
-                    let reason: String = reason.chars().take(255).collect();
-                    ev = ev.with_outcome("FAILURE", Some(&reason));
-                }
-            }
-            h.last_updated = now;
-            Ok(Some(Change { value: h, events: vec![ev] }))
-        })
-        .await
-        .map_err(|e| fail(e, id, HOOK))?;
-    match result {
-        Ok(()) if updated.verification_status == VerificationStatus::Verified => Ok(updated),
-        Ok(()) => Err(ApiError::validation("channel", "the channel changed during verification; verify again")),
-        Err(reason) => Err(ApiError::with_summary(
+    let failed = |reason: &str| {
+        let reason: String = reason.chars().take(255).collect();
+        event(ctx, "event_hook.verified", "Event hook verification", &hook, now).with_outcome("FAILURE", Some(&reason))
+    };
+    if let Err(reason) = result {
+        // A failed verification changes nothing about the hook; it is only logged.
+        store.append_events(&[failed(&reason)]).await.map_err(|e| store_error(e, id, HOOK))?;
+        return Err(ApiError::with_summary(
             ErrorCode::ValidationFailed,
             "Api validation failed: Verification of the event hook endpoint failed",
         )
-        .with_cause(format!("channel.config.uri: {reason}"))),
+        .with_cause(format!("channel.config.uri: {reason}")));
     }
+    let success = event(ctx, "event_hook.verified", "Event hook verification", &hook, now);
+    let asked = (hook.uri.clone(), hook.headers.clone(), hook.auth.clone());
+    let updated = store
+        .update_event_hook::<Fail, _>(id, move |mut h| {
+            // The channel may have been replaced while the challenge was on the wire: only the
+            // channel that answered becomes verified.
+            if (&h.uri, &h.headers, &h.auth) != (&asked.0, &asked.1, &asked.2) {
+                return Ok(None);
+            }
+            h.verification_status = VerificationStatus::Verified;
+            h.last_updated = now;
+            Ok(Some(Change { value: h, events: vec![success] }))
+        })
+        .await
+        .map_err(|e| fail(e, id, HOOK))?;
+    if updated.verification_status == VerificationStatus::Verified {
+        return Ok(updated);
+    }
+    const CHANGED: &str = "the channel changed during verification; verify again";
+    store.append_events(&[failed(CHANGED)]).await.map_err(|e| store_error(e, id, HOOK))?;
+    Err(ApiError::validation("channel", CHANGED))
 }
 
 /// Starts signing with a new secret; the previous ones keep signing for the overlap window.

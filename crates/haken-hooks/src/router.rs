@@ -10,16 +10,51 @@ use haken_core::expr::Expression;
 use haken_core::hook::EventHook;
 use haken_store::EventRouter;
 
-struct Compiled {
+/// A hook's event types and filters, each expression parsed once.
+pub struct Matcher {
     id: String,
     types: HashSet<String>,
     /// `None`: the expression no longer parses, and the type is filtered out entirely.
     filters: HashMap<String, Option<Expression>>,
 }
 
+impl Matcher {
+    pub fn new(hook: &EventHook) -> Self {
+        Matcher {
+            id: hook.id.clone(),
+            types: hook.event_types.iter().cloned().collect(),
+            // Expressions were validated when the hook was saved; one that no longer parses
+            // (a newer grammar rolled back) filters everything out rather than everything in.
+            filters: hook
+                .filters
+                .iter()
+                .flatten()
+                .map(|f| (f.event.clone(), Expression::parse(&f.expression).ok()))
+                .collect(),
+        }
+    }
+
+    /// Whether the hook takes `event` (its types and its filter), whatever its status.
+    pub fn matches(&self, event: &LogEvent) -> bool {
+        self.matches_with(event, &mut None)
+    }
+
+    /// As [`Matcher::matches`]; `json` keeps the event's JSON for the next hook's filter.
+    fn matches_with(&self, event: &LogEvent, json: &mut Option<serde_json::Value>) -> bool {
+        if !self.types.contains(&event.event_type) {
+            return false;
+        }
+        match self.filters.get(&event.event_type) {
+            None => true,
+            Some(None) => false,
+            Some(Some(expr)) => expr.matches(json.get_or_insert_with(|| event.to_value())),
+        }
+    }
+}
+
 struct State {
     revision: i64,
-    hooks: Vec<Compiled>,
+    hooks: Vec<Matcher>,
 }
 
 /// The router the store consults.
@@ -39,41 +74,13 @@ impl HookRouter {
     }
 }
 
-/// Whether `hook` takes `event` (its types and its filter), whatever its status. Used by
-/// routing and by backfill.
-pub fn hook_matches(hook: &EventHook, event: &LogEvent) -> bool {
-    if !hook.event_types.contains(&event.event_type) {
-        return false;
-    }
-    let filter = hook.filters.iter().flatten().find(|f| f.event == event.event_type);
-    match filter {
-        None => true,
-        Some(f) => Expression::parse(&f.expression).is_ok_and(|e| e.matches(&event.to_value())),
-    }
-}
-
 impl EventRouter for HookRouter {
     fn revision(&self) -> i64 {
         self.state.read().map(|s| s.revision).unwrap_or(-1)
     }
 
     fn refresh(&self, revision: i64, hooks: Vec<EventHook>) {
-        let compiled = hooks
-            .into_iter()
-            .filter(EventHook::receives)
-            .map(|h| Compiled {
-                types: h.event_types.iter().cloned().collect(),
-                // Expressions were validated when the hook was saved; one that no longer parses
-                // (a newer grammar rolled back) filters everything out rather than everything in.
-                filters: h
-                    .filters
-                    .iter()
-                    .flatten()
-                    .map(|f| (f.event.clone(), Expression::parse(&f.expression).ok()))
-                    .collect(),
-                id: h.id,
-            })
-            .collect();
+        let compiled = hooks.iter().filter(|h| h.receives()).map(Matcher::new).collect();
         if let Ok(mut s) = self.state.write() {
             *s = State { revision, hooks: compiled };
         }
@@ -84,20 +91,9 @@ impl EventRouter for HookRouter {
         let mut json = None;
         let mut out = Vec::new();
         for h in &state.hooks {
-            if !h.types.contains(&event.event_type) {
-                continue;
+            if h.matches_with(event, &mut json) {
+                out.push(h.id.clone());
             }
-            match h.filters.get(&event.event_type) {
-                None => {}
-                Some(None) => continue,
-                Some(Some(expr)) => {
-                    let doc = json.get_or_insert_with(|| event.to_value());
-                    if !expr.matches(doc) {
-                        continue;
-                    }
-                }
-            }
-            out.push(h.id.clone());
         }
         out
     }

@@ -438,12 +438,10 @@ async fn backfill_event_hook(
     if since > until {
         return Err(Failure(ApiError::validation("since", "must not be after until")));
     }
-    let h = hook.clone();
+    let matcher = haken_hooks::router::Matcher::new(&hook);
     let n = state
         .store
-        .backfill(&hook.id, since.millis(), until.millis(), Timestamp::now().millis(), move |ev| {
-            haken_hooks::router::hook_matches(&h, ev)
-        })
+        .backfill(&hook.id, since.millis(), until.millis(), Timestamp::now().millis(), move |ev| matcher.matches(ev))
         .await?;
     Ok(Json(json!({ "queued": n })).into_response())
 }

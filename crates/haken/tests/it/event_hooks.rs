@@ -31,6 +31,7 @@ both!(
     deliveries_wake_at_commit_and_reuse_the_connection,
     one_slow_receiver_does_not_hold_up_another,
     redirects_are_not_followed,
+    the_default_timeout_is_three_seconds,
 );
 
 fn hook_body(name: &str, uri: &str, items: &[&str]) -> Value {
@@ -121,6 +122,9 @@ async fn verification_and_its_failures(b: Backend) {
             a.causes()
         );
     }
+    let after = s.get(&format!("/api/v1/eventHooks/{id}")).await.ok().clone();
+    assert_eq!(after["lastUpdated"], hook["lastUpdated"], "failed verifications change nothing about the hook");
+    assert_eq!(after["verificationStatus"], "UNVERIFIED");
     // A timed-out attempt is retried: the second answers in time.
     r.script([slow()]);
     let ok = s.post(&verify, json!(null)).await;
@@ -367,8 +371,11 @@ async fn gone_stops_the_hook(b: Backend) {
 
 async fn dead_letters_replay_and_backfill(b: Backend) {
     let s = TestServer::start(b).await;
-    // Events from before the hook existed.
+    // Events from before the hook existed, with a moment between them.
     make_user(&s, "early1@example.org").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let between = haken_core::Timestamp::now().to_rfc3339();
+    tokio::time::sleep(Duration::from_millis(20)).await;
     make_user(&s, "early2@example.org").await;
     let r = Receiver::start().await;
     let mut body = hook_body("replay", &r.url, &["user.lifecycle.create"]);
@@ -380,6 +387,10 @@ async fn dead_letters_replay_and_backfill(b: Backend) {
     let dead = wait_status(&s, &id, "DEAD", 2, 10).await;
     let first_id = dead[1]["id"].as_str().unwrap_or_default().to_owned();
     let first_body = r.posts()[0].body.clone();
+    assert!(
+        r.posts()[0].headers.iter().all(|(k, _)| !k.to_ascii_lowercase().starts_with("webhook-")),
+        "a hook without a signing secret sends no Standard Webhooks headers"
+    );
 
     let one = s.post(&format!("/api/v1/eventHooks/{id}/deliveries/{first_id}/replay"), json!(null)).await;
     assert_eq!(one.ok()["status"], "PENDING");
@@ -397,19 +408,25 @@ async fn dead_letters_replay_and_backfill(b: Backend) {
     assert!(twice.status.is_success() || twice.body["errorCode"] == "E0000001", "{}", twice.body);
     wait_status(&s, &id, "DELIVERED", 2, 10).await;
 
-    // Backfill the two early events to the new subscriber.
+    // Backfill the early events to the new subscriber: first up to the moment between them.
     let since = haken_core::Timestamp(haken_core::Timestamp::now().millis() - 600_000).to_rfc3339();
+    let logins = || -> Vec<String> {
+        r.posts()
+            .iter()
+            .flat_map(|p| p.json()["data"]["events"].as_array().cloned().unwrap_or_default())
+            .map(|e| e["target"][0]["alternateId"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
     let before = r.uuids().len();
+    let bf = s.post(&format!("/api/v1/eventHooks/{id}/backfill"), json!({ "since": since, "until": between })).await;
+    assert_eq!(bf.ok()["queued"], 1, "only the event before `until`");
+    r.wait_posts(10, |_| r.uuids().len() > before).await;
+    assert!(logins().iter().any(|l| l == "early1@example.org"));
+    assert!(!logins().iter().any(|l| l == "early2@example.org"));
     let bf = s.post(&format!("/api/v1/eventHooks/{id}/backfill"), json!({ "since": since })).await;
-    assert_eq!(bf.ok()["queued"], 2, "the two events the hook never had; the two it has are not sent again");
-    r.wait_posts(10, |_| r.uuids().len() >= before + 2).await;
-    let logins: Vec<String> = r
-        .posts()
-        .iter()
-        .flat_map(|p| p.json()["data"]["events"].as_array().cloned().unwrap_or_default())
-        .map(|e| e["target"][0]["alternateId"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    assert!(logins.iter().any(|l| l == "early1@example.org"));
+    assert_eq!(bf.ok()["queued"], 1, "the one event the hook never had; those it has are not sent again");
+    r.wait_posts(10, |_| r.uuids().len() > before + 1).await;
+    assert!(logins().iter().any(|l| l == "early2@example.org"));
     let again = s.post(&format!("/api/v1/eventHooks/{id}/backfill"), json!({ "since": since })).await;
     assert_eq!(again.ok()["queued"], 0, "a repeated backfill queues nothing twice");
     s.post(&format!("/api/v1/eventHooks/{id}/backfill"), json!({ "since": "yesterday" }))
@@ -1185,5 +1202,36 @@ async fn redirects_are_not_followed(b: Backend) {
     let dead = wait_status(&s, &id, "DEAD", 1, 15).await;
     assert_eq!((dead[0]["attempts"].as_u64(), dead[0]["lastStatusCode"].as_u64()), (Some(1), Some(307)));
     assert!(elsewhere.requests().is_empty(), "the redirect was followed");
+    // A 4xx other than 408/429 is final under the durable policy too.
+    r.respond_with(|q| if q.method == "POST" { Reply::Status(404) } else { Reply::Ok });
+    make_user(&s, "missing@example.org").await;
+    let dead = wait_status(&s, &id, "DEAD", 2, 15).await;
+    assert_eq!((dead[0]["attempts"].as_u64(), dead[0]["lastStatusCode"].as_u64()), (Some(1), Some(404)));
+    s.stop().await;
+}
+
+/// A hook that does not say otherwise gives its receiver 3 s: a slower answer is a timeout,
+/// logged and retried.
+async fn the_default_timeout_is_three_seconds(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let created = s.post("/api/v1/eventHooks", hook_body("patient", &r.url, &["user.lifecycle.create"])).await;
+    assert_eq!(created.ok()["delivery"]["timeoutMs"], 3000, "{}", created.body);
+    let id = ready_hook(&s, hook_body("default timeout", &r.url, &["user.lifecycle.create"])).await;
+    r.script([Reply::Slow(Duration::from_millis(4_000))]);
+    make_user(&s, "patient@example.org").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let attempt = loop {
+        let listed = deliveries(&s, &id, "PENDING").await;
+        if let Some(d) = listed.iter().find(|d| d["attempts"].as_u64() >= Some(1)) {
+            let path = format!("/api/v1/eventHooks/{id}/deliveries/{}", d["id"].as_str().unwrap_or_default());
+            break s.get(&path).await.ok()["attemptLog"][0].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "the slow attempt never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(attempt["error"].as_str().is_some_and(|e| e.contains("timed out")), "{attempt}");
+    let took = attempt["latencyMs"].as_u64().unwrap_or_default();
+    assert!((2_900..3_900).contains(&took), "the attempt was cut at {took} ms, not 3 s");
     s.stop().await;
 }
