@@ -1104,7 +1104,7 @@ macro_rules! backend_impl {
                 Ok(done.rows_affected())
             }
 
-            pub(crate) async fn backfill(&self, hook_id: &str, since: i64, until: i64, now: i64, matches: &(dyn Fn(&LogEvent) -> bool + Send + Sync)) -> Result<u64, StoreError> {
+            pub(crate) async fn backfill(&self, hook_id: &str, (since, until): (i64, i64), now: i64, resend: bool, matches: &(dyn Fn(&LogEvent) -> bool + Send + Sync)) -> Result<u64, StoreError> {
                 let mut after = 0i64;
                 let mut queued = 0u64;
                 loop {
@@ -1131,13 +1131,17 @@ macro_rules! backend_impl {
                     if !picked.is_empty() {
                         let mut tx = self.begin().await?;
                         for seq in &picked {
-                            // Events this hook already has (queued or delivered) are not sent twice, and a
-                            // hook deleted meanwhile gets nothing.
-                            let done = sqlx::query(
+                            // Events this hook already has (queued or delivered) are not sent twice
+                            // unless asked, and a hook deleted meanwhile gets nothing.
+                            let sql = if resend {
+                                "INSERT INTO outbox (hook_id, event_seq, created) SELECT $1, $2, $3 \
+                                 WHERE EXISTS (SELECT 1 FROM event_hooks WHERE id = $1)"
+                            } else {
                                 "INSERT INTO outbox (hook_id, event_seq, created) SELECT $1, $2, $3 \
                                  WHERE EXISTS (SELECT 1 FROM event_hooks WHERE id = $1) \
-                                 AND NOT EXISTS (SELECT 1 FROM outbox WHERE hook_id = $1 AND event_seq = $2)",
-                            )
+                                 AND NOT EXISTS (SELECT 1 FROM outbox WHERE hook_id = $1 AND event_seq = $2)"
+                            };
+                            let done = sqlx::query(sql)
                             .bind(hook_id)
                             .bind(*seq)
                             .bind(now)

@@ -701,20 +701,21 @@ impl Store {
         dispatch!(self.replay_deliveries(hook_id, id, now))
     }
 
-    /// Routes System Log events of `[since, until]` that `matches` accepts to `hook_id` again.
-    /// Returns how many were queued.
+    /// Routes System Log events of `[since, until]` that `matches` accepts to `hook_id` again:
+    /// those the hook does not have queued or delivered (still in the delivery log), or every
+    /// one of them with `resend`. Returns how many were queued.
     pub async fn backfill<F>(
         &self,
         hook_id: &str,
-        since: i64,
-        until: i64,
+        range: (i64, i64),
         now: i64,
+        resend: bool,
         matches: F,
     ) -> Result<u64, StoreError>
     where
         F: Fn(&LogEvent) -> bool + Send + Sync,
     {
-        dispatch!(self.backfill(hook_id, since, until, now, &matches))
+        dispatch!(self.backfill(hook_id, range, now, resend, &matches))
     }
 
     /// Deletes delivered deliveries (with their attempts and outbox rows) created before

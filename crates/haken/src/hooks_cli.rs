@@ -119,7 +119,7 @@ pub struct DeliveriesArgs {
     group(ArgGroup::new("what").required(true).args(["delivery_id", "dead", "since"])),
     override_usage = "haken hooks replay <HOOK_ID> <DELIVERY_ID>\n       \
                       haken hooks replay <HOOK_ID> --dead\n       \
-                      haken hooks replay <HOOK_ID> --since <RFC3339> [--until <RFC3339>]"
+                      haken hooks replay <HOOK_ID> --since <RFC3339> [--until <RFC3339>] [--resend]"
 )]
 pub struct ReplayArgs {
     /// The event hook's id (`haken hooks list`).
@@ -137,6 +137,9 @@ pub struct ReplayArgs {
     /// End of the --since range (RFC 3339) [default: now].
     #[arg(long, value_name = "RFC3339", requires = "since")]
     until: Option<String>,
+    /// With --since: also the events the hook already had (by default they are not sent twice).
+    #[arg(long, requires = "since")]
+    resend: bool,
 }
 
 pub async fn run(api: ApiFlags, action: HooksAction) -> anyhow::Result<()> {
@@ -635,6 +638,9 @@ async fn replay(api: &Api, args: ReplayArgs) -> anyhow::Result<()> {
         let mut body = json!({ "since": since });
         if let Some(until) = &args.until {
             body["until"] = json!(until);
+        }
+        if args.resend {
+            body["resend"] = json!(true);
         }
         let answer = api.post(api.hooks_url(&[hook, "backfill"])?, Some(body)).await?;
         let n = answer["queued"].as_u64().unwrap_or(0);

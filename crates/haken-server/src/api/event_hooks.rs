@@ -420,6 +420,9 @@ async fn replay_dead_letters(State(state): State<AppState>, Path(id): Path<Strin
 struct BackfillBody {
     since: String,
     until: Option<String>,
+    /// Queue events the hook already had too (by default they are not sent twice).
+    #[serde(default)]
+    resend: bool,
 }
 
 async fn backfill_event_hook(
@@ -441,7 +444,9 @@ async fn backfill_event_hook(
     let matcher = haken_hooks::router::Matcher::new(&hook);
     let n = state
         .store
-        .backfill(&hook.id, since.millis(), until.millis(), Timestamp::now().millis(), move |ev| matcher.matches(ev))
+        .backfill(&hook.id, (since.millis(), until.millis()), Timestamp::now().millis(), body.resend, move |ev| {
+            matcher.matches(ev)
+        })
         .await?;
     Ok(Json(json!({ "queued": n })).into_response())
 }

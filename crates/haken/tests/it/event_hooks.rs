@@ -429,6 +429,12 @@ async fn dead_letters_replay_and_backfill(b: Backend) {
     assert!(logins().iter().any(|l| l == "early2@example.org"));
     let again = s.post(&format!("/api/v1/eventHooks/{id}/backfill"), json!({ "since": since })).await;
     assert_eq!(again.ok()["queued"], 0, "a repeated backfill queues nothing twice");
+    // Unless asked to: every matching event of the range goes again.
+    let before = r.uuids().len();
+    let resend = json!({ "since": since, "until": between, "resend": true });
+    assert_eq!(s.post(&format!("/api/v1/eventHooks/{id}/backfill"), resend).await.ok()["queued"], 1);
+    r.wait_posts(10, |_| r.uuids().len() > before).await;
+    assert_eq!(logins().iter().filter(|l| *l == "early1@example.org").count(), 2);
     s.post(&format!("/api/v1/eventHooks/{id}/backfill"), json!({ "since": "yesterday" }))
         .await
         .expect_error(400, "E0000001");
