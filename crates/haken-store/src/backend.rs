@@ -1133,9 +1133,12 @@ macro_rules! backend_impl {
                         for seq in &picked {
                             // Events this hook already has (queued or delivered) are not sent twice
                             // unless asked, and a hook deleted meanwhile gets nothing.
+                            // Resent or not, an event the hook still waits to receive is not queued twice.
                             let sql = if resend {
                                 "INSERT INTO outbox (hook_id, event_seq, created) SELECT $1, $2, $3 \
-                                 WHERE EXISTS (SELECT 1 FROM event_hooks WHERE id = $1)"
+                                 WHERE EXISTS (SELECT 1 FROM event_hooks WHERE id = $1) \
+                                 AND NOT EXISTS (SELECT 1 FROM outbox o LEFT JOIN deliveries d ON d.id = o.delivery_id \
+                                     WHERE o.hook_id = $1 AND o.event_seq = $2 AND (o.delivery_id IS NULL OR d.status = 'PENDING'))"
                             } else {
                                 "INSERT INTO outbox (hook_id, event_seq, created) SELECT $1, $2, $3 \
                                  WHERE EXISTS (SELECT 1 FROM event_hooks WHERE id = $1) \
@@ -1896,15 +1899,15 @@ macro_rules! async_writes {
                 };
                 if events.is_empty() && stop_hook.is_none() {
                     // The common case (delivered, or a retry): one statement, atomic on its
-                    // own, records the attempt and, if this node still holds the lease, the
-                    // outcome — no transaction around it.
+                    // own, records the outcome and the attempt if this node still holds the
+                    // lease — no transaction around it.
                     let row = sqlx::query(
                         "WITH d AS (UPDATE deliveries SET status = $2, attempts = attempts + 1, next_attempt_at = $3, delivered_at = $4, \
                          last_attempt_at = $5, last_status = $6, last_error = $7, lease_owner = NULL, lease_until = NULL \
                          WHERE id = $1 AND status = 'PENDING' AND lease_owner = $8 RETURNING id), \
                          i AS (INSERT INTO delivery_attempts (delivery_id, hook_id, attempt, started, latency_ms, status_code, error, response_snippet, node) \
-                         SELECT $1, $9, $10, $5, $11, $6, $12, $13, $8 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = $1)) \
-                         SELECT count(*) FROM d",
+                         SELECT d.id, $9, $10, $5, $11, $6, $12, $13, $8 FROM d RETURNING 1) \
+                         SELECT count(*) FROM i",
                     )
                     .bind(&a.delivery_id)
                     .bind(status)
@@ -1921,14 +1924,35 @@ macro_rules! async_writes {
                     .bind(&a.response_snippet)
                     .fetch_one(&self.work)
                     .await?;
-                    return Ok(row.try_get::<i64, _>(0)? > 0);
+                    if row.try_get::<i64, _>(0)? > 0 {
+                        return Ok(true);
+                    }
+                    // The lease was lost: the attempt still went out and is logged, for a
+                    // delivery that still exists (the key share lock lets a delete under way
+                    // finish first: no orphan row).
+                    sqlx::query(
+                        "INSERT INTO delivery_attempts (delivery_id, hook_id, attempt, started, latency_ms, status_code, error, response_snippet, node) \
+                         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM deliveries WHERE id = $1 FOR KEY SHARE",
+                    )
+                    .bind(&a.delivery_id)
+                    .bind(&a.hook_id)
+                    .bind(i64::from(a.attempt))
+                    .bind(a.started.millis())
+                    .bind(i64::try_from(a.latency_ms).unwrap_or(i64::MAX))
+                    .bind(a.status_code.map(i64::from))
+                    .bind(&a.error)
+                    .bind(&a.response_snippet)
+                    .bind(&a.node)
+                    .execute(&self.work)
+                    .await?;
+                    return Ok(false);
                 }
                 let mut tx = self.begin_work().await?;
                 // Every attempt that went out is in the log; a delivery removed meanwhile takes
-                // no orphan row.
+                // no orphan row (the key share lock waits for a delete under way).
                 sqlx::query(
                     "INSERT INTO delivery_attempts (delivery_id, hook_id, attempt, started, latency_ms, status_code, error, response_snippet, node) \
-                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = $1)",
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM deliveries WHERE id = $1 FOR KEY SHARE",
                 )
                 .bind(&a.delivery_id)
                 .bind(&a.hook_id)

@@ -31,14 +31,25 @@ const LINGER: Duration = Duration::from_millis(5);
 /// Most records one statement carries.
 const MAX_RECORDS: usize = 256;
 
-/// Marks each delivery (`$1`) delivered by the attempt's node if it still holds the lease, and
-/// records every attempt whose delivery still exists (a node that lost its lease did send).
-const RECORD_SQL: &str = "\
-WITH v AS (
+/// The batch as rows: `v (id, hook_id, attempt, started, latency_ms, done_at, status_code,
+/// error, snippet, node)`.
+macro_rules! batch_rows {
+    () => {
+        "v AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
         $7::bigint[], $8::text[], $9::text[], $10::text[])
         AS v (id, hook_id, attempt, started, latency_ms, done_at, status_code, error, snippet, node)
-),
+)"
+    };
+}
+
+/// Marks each delivery (`$1`) delivered by the attempt's node if it still holds the lease, and
+/// records the attempt of each delivery it marked (the update holds its row: a delete of the
+/// delivery under way finishes first or after).
+const RECORD_SQL: &str = concat!(
+    "WITH ",
+    batch_rows!(),
+    ",
 d AS (
     UPDATE deliveries SET status = 'DELIVERED', attempts = deliveries.attempts + 1, next_attempt_at = v.done_at,
         delivered_at = v.done_at, last_attempt_at = v.started, last_status = v.status_code, last_error = NULL,
@@ -48,7 +59,24 @@ d AS (
 )
 INSERT INTO delivery_attempts (delivery_id, hook_id, attempt, started, latency_ms, status_code, error, response_snippet, node)
 SELECT v.id, v.hook_id, v.attempt, v.started, v.latency_ms, v.status_code, v.error, v.snippet, v.node
-FROM v WHERE EXISTS (SELECT 1 FROM deliveries x WHERE x.id = v.id)";
+FROM v JOIN d ON d.id = v.id"
+);
+
+/// After [`RECORD_SQL`] logged fewer attempts than the batch holds: the attempts of nodes that
+/// had lost their lease (they did send) and any a repeated batch had not logged yet, each once,
+/// for deliveries that still exist (the key share lock lets a delete under way finish first,
+/// so it leaves no orphan row).
+const RECORD_LATE_SQL: &str = concat!(
+    "WITH ",
+    batch_rows!(),
+    "
+INSERT INTO delivery_attempts (delivery_id, hook_id, attempt, started, latency_ms, status_code, error, response_snippet, node)
+SELECT v.id, v.hook_id, v.attempt, v.started, v.latency_ms, v.status_code, v.error, v.snippet, v.node
+FROM v JOIN deliveries x ON x.id = v.id
+WHERE NOT EXISTS (SELECT 1 FROM delivery_attempts y
+    WHERE y.delivery_id = v.id AND y.node = v.node AND y.attempt = v.attempt AND y.started = v.started)
+FOR KEY SHARE OF x"
+);
 
 /// The queue of delivered attempts and the task that writes them.
 pub(crate) struct Recorder {
@@ -151,18 +179,25 @@ async fn write_pg(pool: &PgPool, batch: &[Attempt]) -> Result<(), sqlx::Error> {
         snippets.push(a.response_snippet.as_deref());
         nodes.push(a.node.as_str());
     }
-    sqlx::query(RECORD_SQL)
-        .bind(&ids)
-        .bind(&hooks)
-        .bind(&attempts)
-        .bind(&started)
-        .bind(&latency)
-        .bind(&done_at)
-        .bind(&status)
-        .bind(&errors)
-        .bind(&snippets)
-        .bind(&nodes)
-        .execute(pool)
-        .await
-        .map(|_| ())
+    let mut logged = 0;
+    for sql in [RECORD_SQL, RECORD_LATE_SQL] {
+        if logged >= n as u64 {
+            break;
+        }
+        logged += sqlx::query(sql)
+            .bind(&ids)
+            .bind(&hooks)
+            .bind(&attempts)
+            .bind(&started)
+            .bind(&latency)
+            .bind(&done_at)
+            .bind(&status)
+            .bind(&errors)
+            .bind(&snippets)
+            .bind(&nodes)
+            .execute(pool)
+            .await?
+            .rows_affected();
+    }
+    Ok(())
 }
