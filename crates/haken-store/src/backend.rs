@@ -652,10 +652,13 @@ macro_rules! backend_impl {
                     .await?
                     .ok_or(StoreError::NotFound)?;
                 let events = f(&hook)?;
+                // Deliveries before their attempts: a late attempt being logged holds its
+                // delivery's row (key share), so it either finishes before this delete of the
+                // deliveries, and the next statement sees and removes it, or finds no row.
                 for sql in [
                     "DELETE FROM outbox WHERE hook_id = $1",
-                    "DELETE FROM delivery_attempts WHERE hook_id = $1",
                     "DELETE FROM deliveries WHERE hook_id = $1",
+                    "DELETE FROM delivery_attempts WHERE hook_id = $1",
                     "DELETE FROM event_hooks WHERE id = $1",
                 ] {
                     sqlx::query(sql).bind(id).execute(&mut **tx).await.map_err(StoreError::from)?;
@@ -1217,6 +1220,7 @@ macro_rules! backend_impl {
                 if !orphans.is_empty() {
                     Self::delete_in(&mut tx, "outbox WHERE delivery_id", &orphans).await?;
                     Self::delete_in(&mut tx, "deliveries WHERE id", &orphans).await?;
+                    Self::delete_in(&mut tx, "delivery_attempts WHERE delivery_id", &orphans).await?;
                 }
                 tx.commit().await?;
                 let mut events = 0u64;
@@ -1948,6 +1952,12 @@ macro_rules! async_writes {
                     return Ok(false);
                 }
                 let mut tx = self.begin_work().await?;
+                // A hook to deactivate is locked first, in the order a hook delete takes its
+                // rows (hook, then deliveries): the two cannot deadlock.
+                let stopping: Option<EventHook> = match stop_hook {
+                    Some(hook_id) => Self::lock_doc(&mut tx, concat!("SELECT data FROM event_hooks WHERE id = $1", $lock), hook_id).await?,
+                    None => None,
+                };
                 // Every attempt that went out is in the log; a delivery removed meanwhile takes
                 // no orphan row (the key share lock waits for a delete under way).
                 sqlx::query(
@@ -1987,15 +1997,11 @@ macro_rules! async_writes {
                     tx.commit().await?;
                     return Ok(false);
                 }
-                if let Some(hook_id) = stop_hook {
+                if let Some(mut hook) = stopping {
                     // Deactivate the hook as it is now (not the copy the sender held).
-                    let current: Option<EventHook> =
-                        Self::lock_doc(&mut tx, concat!("SELECT data FROM event_hooks WHERE id = $1", $lock), hook_id).await?;
-                    if let Some(mut hook) = current {
-                        hook.status = haken_core::hook::HookStatus::Inactive;
-                        hook.last_updated = Timestamp(done_at);
-                        self.write_event_hook(&mut tx, &hook).await?;
-                    }
+                    hook.status = haken_core::hook::HookStatus::Inactive;
+                    hook.last_updated = Timestamp(done_at);
+                    self.write_event_hook(&mut tx, &hook).await?;
                 }
                 let routed = self.insert_events(&mut tx, events).await?;
                 tx.commit().await?;
