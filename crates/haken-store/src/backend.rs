@@ -177,7 +177,25 @@ impl PgBackend {
         let users = Arc::new(UserBatcher::start(pool.clone(), hooks.clone()));
         let dispatch_hooks = Arc::new(std::sync::Mutex::new((i64::MIN, Arc::default())));
         let forming = Arc::default();
-        let recorder = Arc::new(crate::record::Recorder::postgres(work.clone()));
+        // Delivered attempts are written without waiting for the WAL flush: a record lost in a
+        // crash of PostgreSQL leaves its delivery pending and leased, and it is sent again when
+        // the lease ends — at least once, as everywhere — while each record's commit no
+        // longer waits for a flush of its own. One connection: the recorder writes one batch
+        // at a time.
+        let records = pg_pool_options(1, opts)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::raw_sql(
+                        "SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan; SET synchronous_commit = off",
+                    )
+                    .execute(conn)
+                    .await
+                    .map(|_| ())
+                })
+            })
+            .connect(&opts.url)
+            .await?;
+        let recorder = Arc::new(crate::record::Recorder::postgres(records));
         Ok(PgBackend { users, write: pool.clone(), read: pool, work, hooks, dispatch_hooks, forming, recorder })
     }
 

@@ -7,6 +7,9 @@
 //! Until its record is written a delivery stays pending and leased to its node, so no other
 //! node sends it; a record that is never written (the process died, or PostgreSQL failed twice)
 //! leaves the delivery to be sent again when its lease ends — at least once, as everywhere.
+//! On PostgreSQL the records' own connection commits without waiting for the WAL flush
+//! (`synchronous_commit = off`), for the same reason: a crash of PostgreSQL can lose the last
+//! fraction of a second of records, which means resends, not lost events.
 //! Closing the store writes what is queued first.
 
 use std::future::Future;
