@@ -43,8 +43,10 @@ const MAX_GROUP: usize = 128;
 /// caller's job was queued while another caller's group ran: jobs from several callers at
 /// once. An idle writer, or one caller writing in turn (whose next job comes only after its
 /// answer), runs a lone job at once. The delivery engine's own jobs (rounds, attempt records)
-/// do not count: they come beside every caller's writes.
-const LINGER: Duration = Duration::from_millis(2);
+/// do not count: they come beside every caller's writes. 4 ms: at 1,000 changes/s the
+/// server's CPU per change was 6 % lower than with 2 ms (1 ms was worse than 2), p99 from
+/// change to delivery 5-6 ms instead of 3-5.
+const LINGER: Duration = Duration::from_millis(4);
 const LINGER_BELOW: usize = 4;
 const STEADY: Duration = Duration::from_millis(20);
 
