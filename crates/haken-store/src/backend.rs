@@ -1859,6 +1859,30 @@ impl PgBackend {
 
 /// The writes that SQLite runs on its writer thread instead (see `sqlite_hot.rs`), in their
 /// async form for PostgreSQL.
+/// Logs attempt `a` of a delivery that still exists (PostgreSQL). The key share lock on the
+/// delivery lets a delete under way finish first, so a removed delivery takes no orphan row.
+async fn log_attempt<'e, X>(ex: X, a: &Attempt) -> Result<(), StoreError>
+where
+    X: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    sqlx::query(
+        "INSERT INTO delivery_attempts (delivery_id, hook_id, attempt, started, latency_ms, status_code, error, response_snippet, node) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM deliveries WHERE id = $1 FOR KEY SHARE",
+    )
+    .bind(&a.delivery_id)
+    .bind(&a.hook_id)
+    .bind(i64::from(a.attempt))
+    .bind(a.started.millis())
+    .bind(i64::try_from(a.latency_ms).unwrap_or(i64::MAX))
+    .bind(a.status_code.map(i64::from))
+    .bind(&a.error)
+    .bind(&a.response_snippet)
+    .bind(&a.node)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
 macro_rules! async_writes {
     ($backend:ty, $db:ty, for_update = $lock:literal, skip_locked = $skip:literal) => {
         impl $backend {
@@ -1949,24 +1973,8 @@ macro_rules! async_writes {
                     if row.try_get::<i64, _>(0)? > 0 {
                         return Ok(true);
                     }
-                    // The lease was lost: the attempt still went out and is logged, for a
-                    // delivery that still exists (the key share lock lets a delete under way
-                    // finish first: no orphan row).
-                    sqlx::query(
-                        "INSERT INTO delivery_attempts (delivery_id, hook_id, attempt, started, latency_ms, status_code, error, response_snippet, node) \
-                         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM deliveries WHERE id = $1 FOR KEY SHARE",
-                    )
-                    .bind(&a.delivery_id)
-                    .bind(&a.hook_id)
-                    .bind(i64::from(a.attempt))
-                    .bind(a.started.millis())
-                    .bind(i64::try_from(a.latency_ms).unwrap_or(i64::MAX))
-                    .bind(a.status_code.map(i64::from))
-                    .bind(&a.error)
-                    .bind(&a.response_snippet)
-                    .bind(&a.node)
-                    .execute(&self.work)
-                    .await?;
+                    // The lease was lost: the attempt still went out and is logged.
+                    log_attempt(&self.work, a).await?;
                     return Ok(false);
                 }
                 let mut tx = self.begin_work().await?;
@@ -1976,23 +1984,8 @@ macro_rules! async_writes {
                     Some(hook_id) => Self::lock_doc(&mut tx, concat!("SELECT data FROM event_hooks WHERE id = $1", $lock), hook_id).await?,
                     None => None,
                 };
-                // Every attempt that went out is in the log; a delivery removed meanwhile takes
-                // no orphan row (the key share lock waits for a delete under way).
-                sqlx::query(
-                    "INSERT INTO delivery_attempts (delivery_id, hook_id, attempt, started, latency_ms, status_code, error, response_snippet, node) \
-                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM deliveries WHERE id = $1 FOR KEY SHARE",
-                )
-                .bind(&a.delivery_id)
-                .bind(&a.hook_id)
-                .bind(i64::from(a.attempt))
-                .bind(a.started.millis())
-                .bind(i64::try_from(a.latency_ms).unwrap_or(i64::MAX))
-                .bind(a.status_code.map(i64::from))
-                .bind(&a.error)
-                .bind(&a.response_snippet)
-                .bind(&a.node)
-                .execute(&mut **tx)
-                .await?;
+                // Every attempt that went out is in the log.
+                log_attempt(&mut **tx, a).await?;
                 // Only the lease holder records the outcome: a node whose lease expired (and was
                 // taken over, or cleared by a replay) must not overwrite what happened since.
                 let updated = sqlx::query(
