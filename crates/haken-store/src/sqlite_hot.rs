@@ -424,24 +424,7 @@ fn finish_attempt(
         AttemptOutcome::Retry { at } => ("PENDING", at.millis(), None, a.error.clone()),
         AttemptOutcome::Dead { reason } => ("DEAD", done_at, None, Some(reason.clone())),
     };
-    // Every attempt that went out is in the log, whoever holds the delivery now (the log
-    // only grows; a delivery removed meanwhile takes no orphan row).
-    conn.prepare_cached(
-        "INSERT INTO delivery_attempts (delivery_id, hook_id, attempt, started, latency_ms, status_code, error, response_snippet, node) \
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?1)",
-    )?
-    .execute(params![
-        a.delivery_id,
-        a.hook_id,
-        i64::from(a.attempt),
-        a.started.millis(),
-        i64::try_from(a.latency_ms).unwrap_or(i64::MAX),
-        a.status_code.map(i64::from),
-        a.error,
-        a.response_snippet,
-        a.node
-    ])?;
-    // But only the lease holder records the outcome: a node whose lease expired (and was
+    // Only the lease holder records the outcome: a node whose lease expired (and was
     // taken over, or cleared by a replay) must not overwrite what happened since.
     let updated = conn
         .prepare_cached(
@@ -459,6 +442,26 @@ fn finish_attempt(
             error,
             a.node
         ])?;
+    // Every attempt that went out is in the log, whoever holds the delivery now (the log only
+    // grows). Updated, the delivery exists; otherwise one removed meanwhile takes no orphan row.
+    conn.prepare_cached(if updated > 0 {
+        "INSERT INTO delivery_attempts (delivery_id, hook_id, attempt, started, latency_ms, status_code, error, response_snippet, node) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    } else {
+        "INSERT INTO delivery_attempts (delivery_id, hook_id, attempt, started, latency_ms, status_code, error, response_snippet, node) \
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?1)"
+    })?
+    .execute(params![
+        a.delivery_id,
+        a.hook_id,
+        i64::from(a.attempt),
+        a.started.millis(),
+        i64::try_from(a.latency_ms).unwrap_or(i64::MAX),
+        a.status_code.map(i64::from),
+        a.error,
+        a.response_snippet,
+        a.node
+    ])?;
     if updated == 0 {
         return Ok((false, false));
     }
