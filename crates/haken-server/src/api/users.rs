@@ -140,7 +140,7 @@ impl UserBody {
     }
 }
 
-fn ok_json(v: Value) -> Response {
+fn ok_json(v: impl serde::Serialize) -> Response {
     Json(v).into_response()
 }
 
@@ -180,7 +180,7 @@ async fn create_user(
         expire_password,
     };
     let user = directory::create_user(&state.store, &ctx, req, Timestamp::now()).await?;
-    Ok(ok_json(render::user(&user, &state.public_url)))
+    Ok(ok_json(render::UserView::new(&user, &state.public_url)))
 }
 
 async fn get_user(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
@@ -191,7 +191,7 @@ async fn get_user(State(state): State<AppState>, Path(id): Path<String>) -> ApiR
         )));
     }
     let user = directory::get_user(&state.store, &id).await?;
-    Ok(ok_json(render::user(&user, &state.public_url)))
+    Ok(ok_json(render::UserView::new(&user, &state.public_url)))
 }
 
 async fn change_user(
@@ -222,7 +222,7 @@ async fn change_user(
         replace,
     };
     let user = directory::update_user(&state.store, &ctx, &id, req, Timestamp::now()).await?;
-    Ok(ok_json(render::user(&user, &state.public_url)))
+    Ok(ok_json(render::UserView::new(&user, &state.public_url)))
 }
 
 async fn update_user(
@@ -263,7 +263,7 @@ async fn user_lifecycle(
     let send_email = params.flag("sendEmail", true)?;
     let outcome = directory::lifecycle(&state.store, &ctx, &id, lifecycle, Timestamp::now()).await?;
     match (lifecycle, outcome.activation_token) {
-        (Lifecycle::ExpirePassword, _) => Ok(ok_json(render::user(&outcome.user, &state.public_url))),
+        (Lifecycle::ExpirePassword, _) => Ok(ok_json(render::UserView::new(&outcome.user, &state.public_url))),
         // No mail is sent by Haken: with sendEmail=false the caller delivers the link.
         (Lifecycle::Activate | Lifecycle::Reactivate, Some(token)) if !send_email => Ok(ok_json(json!({
             "activationUrl": format!("{}/welcome/{token}", state.public_url),
