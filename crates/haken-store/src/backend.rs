@@ -96,6 +96,12 @@ impl SqliteBackend {
         Ok(SqliteBackend { writer, gate, write, read, work, hooks, recorder, hooks_seen: Arc::default() })
     }
 
+    /// Makes a backfill's transaction the only one queueing events to `hook_id`. SQLite's
+    /// write transactions already run one at a time ([`Self::begin`] takes the write lock).
+    async fn hold_backfill(_tx: &mut WriteTx<sqlx::Sqlite>, _hook_id: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     async fn begin(&self) -> Result<WriteTx<sqlx::Sqlite>, StoreError> {
         // The writer thread stays out while this transaction runs.
         let gate = self.gate.clone().lock_owned().await;
@@ -197,6 +203,18 @@ impl PgBackend {
             .await?;
         let recorder = Arc::new(crate::record::Recorder::postgres(records));
         Ok(PgBackend { users, write: pool.clone(), read: pool, work, hooks, dispatch_hooks, forming, recorder })
+    }
+
+    /// Makes a backfill's transaction the only one queueing events to `hook_id`, on every
+    /// node: two at once would each miss the rows the other has not committed yet and queue
+    /// the same events twice. The lock is the transaction's; after it, each statement sees
+    /// what an earlier backfill committed.
+    async fn hold_backfill(tx: &mut WriteTx<sqlx::Postgres>, hook_id: &str) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('haken.backfill.' || $1, 0))")
+            .bind(hook_id)
+            .execute(&mut ***tx)
+            .await?;
+        Ok(())
     }
 
     async fn begin(&self) -> Result<WriteTx<sqlx::Postgres>, StoreError> {
@@ -1151,6 +1169,7 @@ macro_rules! backend_impl {
                     }
                     if !picked.is_empty() {
                         let mut tx = self.begin().await?;
+                        Self::hold_backfill(&mut tx, hook_id).await?;
                         for seq in &picked {
                             // Events this hook already has (queued or delivered) are not sent twice
                             // unless asked, and a hook deleted meanwhile gets nothing.

@@ -23,6 +23,7 @@ both!(
     trigger_and_metrics,
     retention_keeps_what_is_still_owed,
     a_backlog_goes_out_in_fifties_in_order,
+    concurrent_backfills_queue_each_event_once,
     the_in_flight_bound_holds,
     a_write_hands_its_deliveries_to_its_own_engine,
     an_event_two_hooks_take_is_handed_over_to_both,
@@ -756,6 +757,29 @@ async fn retention_keeps_what_is_still_owed(b: Backend) {
     let last = r.posts().last().cloned().expect("a post");
     assert_eq!(last.json()["data"]["events"][0]["target"][0]["id"], dead_user.as_str());
     s.stop().await;
+}
+
+async fn concurrent_backfills_queue_each_event_once(b: Backend) {
+    let s = TestServer::start(b).await;
+    for i in 0..60 {
+        make_user(&s, &format!("twice{i:02}@example.org")).await;
+    }
+    let r = Receiver::start().await;
+    let id = ready_hook(&s, hook_body("backfilled-twice", &r.url, &["user.lifecycle.create"])).await;
+    let since = haken_core::Timestamp(haken_core::Timestamp::now().millis() - 600_000).to_rfc3339();
+    // Four backfills of the same range at once (an operator's script retried, two nodes):
+    // each event is queued by exactly one of them.
+    let path = format!("/api/v1/eventHooks/{id}/backfill");
+    let each = futures_util::future::join_all((0..4).map(|_| s.post(&path, json!({ "since": since })))).await;
+    let queued: Vec<u64> = each.into_iter().map(|a| a.ok()["queued"].as_u64().unwrap_or(u64::MAX)).collect();
+    assert_eq!(queued.iter().sum::<u64>(), 60, "queued by each backfill: {queued:?}");
+    let posts = r.wait_posts(20, |p| p.iter().map(|x| x.uuids().len()).sum::<usize>() >= 60).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut uuids: Vec<String> = r.posts().iter().flat_map(|p| p.uuids()).collect();
+    let received = uuids.len();
+    uuids.sort();
+    uuids.dedup();
+    assert_eq!((received, uuids.len()), (60, 60), "every event once ({} requests)", posts.len());
 }
 
 async fn a_backlog_goes_out_in_fifties_in_order(b: Backend) {
