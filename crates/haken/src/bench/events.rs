@@ -95,7 +95,38 @@ async fn receive(State(rx): State<Rx>, headers: HeaderMap, body: axum::body::Byt
 
 /// CPU time (user + system) of a process, in milliseconds.
 fn cpu_ms(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_ms(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time of a process's threads by thread name (threads of one name summed), in ms.
+fn thread_cpu_ms(pid: u32) -> HashMap<String, f64> {
+    let mut by_name = HashMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let dir = task.path();
+        let (Ok(name), Some(ms)) =
+            (std::fs::read_to_string(dir.join("comm")), stat_cpu_ms(&dir.join("stat").to_string_lossy()))
+        else {
+            continue;
+        };
+        *by_name.entry(name.trim().to_owned()).or_insert(0.0) += ms;
+    }
+    by_name
+}
+
+/// Where the CPU time between two [`thread_cpu_ms`] readings went, largest share first.
+fn thread_shares(before: &HashMap<String, f64>, after: &HashMap<String, f64>) -> String {
+    let mut spent: Vec<(&str, f64)> = after
+        .iter()
+        .map(|(k, v)| (k.as_str(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d > 0.0)
+        .collect();
+    let total: f64 = spent.iter().map(|(_, d)| d).sum();
+    spent.sort_by(|a, b| b.1.total_cmp(&a.1));
+    spent.iter().map(|(k, d)| format!("{k} {:.0}%", 100.0 * d / total.max(1e-9))).collect::<Vec<_>>().join(", ")
+}
+
+fn stat_cpu_ms(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -217,6 +248,7 @@ async fn run_one(args: &EventsBench, backend: &str) -> anyhow::Result<String> {
         None => None,
     };
     let cpu_before = cpu_ms(server.child.id()).unwrap_or(0.0);
+    let threads_before = thread_cpu_ms(server.child.id());
     let started = Instant::now();
     let per_client_interval =
         (args.rate > 0).then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate as f64));
@@ -263,6 +295,7 @@ async fn run_one(args: &EventsBench, backend: &str) -> anyhow::Result<String> {
     let drained = started.elapsed();
     let deliveries = rx.requests.load(Ordering::Relaxed) - requests_before;
     let cpu_after = cpu_ms(server.child.id()).unwrap_or(0.0);
+    let threads = thread_shares(&threads_before, &thread_cpu_ms(server.child.id()));
     let db_cpu_after = match &scratch {
         Some(url) => db_cpu_ms(url).await,
         None => None,
@@ -309,6 +342,9 @@ async fn run_one(args: &EventsBench, backend: &str) -> anyhow::Result<String> {
         db_cpu_per_event.map(|v| format!(", PostgreSQL backends {v:.3} ms")).unwrap_or_default(),
         baseline.rate()
     );
+    // The server's CPU by thread: on SQLite one writer thread runs every write, so its share
+    // says how near the writer is to being what limits the rate.
+    println!("{backend}: server CPU by thread: {threads}");
     anyhow::ensure!(received >= expected, "events were lost: {received} of {expected} arrived");
     Ok(format!(
         "backend={backend} concurrency={} rate={} events/s={events_per_s:.0} p50_ms={:.1} p99_ms={:.1} baseline_req/s={:.0} ratio={ratio:.3} cpu_ms_per_event={cpu_per_event:.3}{db_part} duplicates={dups}",
