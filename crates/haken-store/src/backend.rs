@@ -210,6 +210,10 @@ impl PgBackend {
     /// the same events twice. The lock is the transaction's; after it, each statement sees
     /// what an earlier backfill committed.
     async fn hold_backfill(tx: &mut WriteTx<sqlx::Postgres>, hook_id: &str) -> Result<(), StoreError> {
+        // Whatever the server's default: under REPEATABLE READ the lock's own statement
+        // would fix the snapshot before the wait, and the rows committed meanwhile would stay
+        // unseen.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").execute(&mut ***tx).await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('haken.backfill.' || $1, 0))")
             .bind(hook_id)
             .execute(&mut ***tx)

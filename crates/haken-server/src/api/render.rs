@@ -164,6 +164,10 @@ mod tests {
     use haken_core::user::StoredCredentials;
 
     fn sample(status: UserStatus, password: bool, question: bool) -> User {
+        sample_with(status, password, false, question)
+    }
+
+    fn sample_with(status: UserStatus, password: bool, hook: bool, question: bool) -> User {
         let mut profile = Map::new();
         profile.insert("login".into(), json!("ann@example.org"));
         profile.insert("firstName".into(), json!("Ann \"A\" \u{e9}"));
@@ -181,10 +185,11 @@ mod tests {
             profile,
             credentials: StoredCredentials {
                 password_hash: password.then(|| "$argon2id$...".to_owned()),
+                password_hook: hook,
                 recovery_question: question.then(|| "Who?".to_owned()),
                 recovery_answer_hash: question.then(|| "secret-answer-hash".to_owned()),
-                provider_type: "OKTA".into(),
-                provider_name: "OKTA".into(),
+                provider_type: "IMPORT".into(),
+                provider_name: "legacy".into(),
                 ..Default::default()
             },
             failed_sign_ins: 0,
@@ -204,7 +209,7 @@ mod tests {
                 r#""suspend":{{"href":"{b}/lifecycle/suspend","method":"POST"}},"#,
                 r#""type":{{"href":"https://h.example/api/v1/meta/types/user/otyDefault"}}}},"#,
                 r#""activated":"2023-11-14T22:13:20.500Z","created":"2023-11-14T22:13:20.000Z","#,
-                r#""credentials":{{"password":{{}},"provider":{{"name":"OKTA","type":"OKTA"}},"recovery_question":{{"question":"Who?"}}}},"#,
+                r#""credentials":{{"password":{{}},"provider":{{"name":"legacy","type":"IMPORT"}},"recovery_question":{{"question":"Who?"}}}},"#,
                 r#""id":"00uAnn","lastLogin":null,"lastUpdated":"2023-11-14T22:13:21.000Z","#,
                 r#""passwordChanged":"2023-11-14T22:13:20.250Z","#,
                 r#""profile":{{"firstName":"Ann \"A\" é","login":"ann@example.org","nickName":null}},"#,
@@ -216,17 +221,80 @@ mod tests {
         assert!(!text.contains("argon2") && !text.contains("secret-answer"), "no secret is rendered");
     }
 
+    /// The answer as it was first built, key by key, as a JSON tree: the reference the view
+    /// is held to.
+    fn reference(u: &User, base: &str) -> Value {
+        let mut credentials = Map::new();
+        if u.credentials.password_hash.is_some() || u.credentials.password_hook {
+            credentials.insert("password".into(), json!({}));
+        }
+        if let Some(q) = &u.credentials.recovery_question {
+            credentials.insert("recovery_question".into(), json!({ "question": q }));
+        }
+        credentials.insert(
+            "provider".into(),
+            json!({ "type": u.credentials.provider_type, "name": u.credentials.provider_name }),
+        );
+        let id = &u.id;
+        let get = |path: &str| json!({ "href": format!("{base}{path}") });
+        let lc = |op: &str| json!({ "href": format!("{base}/api/v1/users/{id}/lifecycle/{op}"), "method": "POST" });
+        let mut links = Map::new();
+        links.insert("self".into(), get(&format!("/api/v1/users/{id}")));
+        links.insert("schema".into(), get("/api/v1/meta/schemas/user/default"));
+        links.insert("type".into(), get(&format!("/api/v1/meta/types/user/{}", u.type_id)));
+        let ops: &[&str] = match u.status {
+            UserStatus::Staged | UserStatus::Deprovisioned => &["activate"],
+            UserStatus::Provisioned | UserStatus::Recovery => &["reactivate"],
+            UserStatus::Active | UserStatus::PasswordExpired if u.credentials.password_hash.is_some() => {
+                &["suspend", "expirePassword"]
+            }
+            UserStatus::Active | UserStatus::PasswordExpired => &["suspend"],
+            UserStatus::Suspended => &["unsuspend"],
+            UserStatus::LockedOut => &["unlock"],
+        };
+        for op in ops {
+            let path = if *op == "expirePassword" { "expire_password" } else { op };
+            links.insert((*op).into(), lc(path));
+        }
+        if u.status != UserStatus::Deprovisioned {
+            links.insert("deactivate".into(), lc("deactivate"));
+        }
+        json!({
+            "id": u.id,
+            "status": u.status.as_str(),
+            "created": u.created,
+            "activated": u.activated,
+            "statusChanged": u.status_changed,
+            "lastLogin": u.last_login,
+            "lastUpdated": u.last_updated,
+            "passwordChanged": u.password_changed,
+            "type": { "id": u.type_id },
+            "profile": u.profile,
+            "credentials": credentials,
+            "_links": links,
+        })
+    }
+
     #[test]
     fn the_value_and_the_direct_text_agree_for_every_status() {
         for status in UserStatus::ALL {
-            for (password, question) in [(false, false), (true, false), (false, true), (true, true)] {
-                let u = sample(status, password, question);
+            for (password, hook, question) in [
+                (false, false, false),
+                (true, false, false),
+                (false, true, false),
+                (false, false, true),
+                (true, false, true),
+            ] {
+                let u = sample_with(status, password, hook, question);
+                let expected = serde_json::to_string(&reference(&u, "http://127.0.0.1:1")).expect("text");
                 let view = UserView::new(&u, "http://127.0.0.1:1");
                 let direct = serde_json::to_string(&view).expect("text");
                 // A `Value` keeps its keys sorted: the same text means the fields are declared
                 // in that order.
                 let via_value = serde_json::to_string(&user(&u, "http://127.0.0.1:1")).expect("text");
-                assert_eq!(direct, via_value, "{status:?} password={password} question={question}");
+                assert_eq!(direct, expected, "{status:?} password={password} hook={hook} question={question}");
+                assert_eq!(via_value, expected, "{status:?} password={password} hook={hook} question={question}");
+                assert_eq!(hook || password, direct.contains(r#""password":{}"#), "{status:?}");
                 let links = serde_json::from_str::<Value>(&direct).expect("json")["_links"].clone();
                 let has = |k: &str| links.get(k).is_some();
                 assert_eq!(has("deactivate"), status != UserStatus::Deprovisioned, "{status:?}");
