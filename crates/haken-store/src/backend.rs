@@ -102,6 +102,28 @@ impl SqliteBackend {
         Ok(())
     }
 
+    /// Queues a backfill's events (by `seq`) to `hook_id`; returns how many were queued.
+    async fn queue_backfill_page(
+        tx: &mut WriteTx<sqlx::Sqlite>,
+        hook_id: &str,
+        seqs: &[i64],
+        now: i64,
+        resend: bool,
+    ) -> Result<u64, StoreError> {
+        let mut queued = 0;
+        for seq in seqs {
+            queued += sqlx::query(BACKFILL_ONE_SQL)
+                .bind(hook_id)
+                .bind(seq)
+                .bind(now)
+                .bind(resend)
+                .execute(&mut ***tx)
+                .await?
+                .rows_affected();
+        }
+        Ok(queued)
+    }
+
     async fn begin(&self) -> Result<WriteTx<sqlx::Sqlite>, StoreError> {
         // The writer thread stays out while this transaction runs.
         let gate = self.gate.clone().lock_owned().await;
@@ -221,6 +243,33 @@ impl PgBackend {
         Ok(())
     }
 
+    /// Queues a backfill's events (by `seq`) to `hook_id` by the rules of [`BACKFILL_ONE_SQL`],
+    /// in one statement for the page (up to 500 events, one round trip); returns how many
+    /// were queued.
+    async fn queue_backfill_page(
+        tx: &mut WriteTx<sqlx::Postgres>,
+        hook_id: &str,
+        seqs: &[i64],
+        now: i64,
+        resend: bool,
+    ) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "INSERT INTO outbox (hook_id, event_seq, created) \
+             SELECT $1, s.seq, $3 FROM unnest($2::bigint[]) WITH ORDINALITY AS s (seq, ord) \
+             WHERE EXISTS (SELECT 1 FROM event_hooks WHERE id = $1) \
+             AND NOT EXISTS (SELECT 1 FROM outbox o LEFT JOIN deliveries d ON d.id = o.delivery_id \
+                 WHERE o.hook_id = $1 AND o.event_seq = s.seq AND (NOT $4 OR o.delivery_id IS NULL OR d.status = 'PENDING')) \
+             ORDER BY s.ord",
+        )
+        .bind(hook_id)
+        .bind(seqs)
+        .bind(now)
+        .bind(resend)
+        .execute(&mut ***tx)
+        .await?
+        .rows_affected())
+    }
+
     async fn begin(&self) -> Result<WriteTx<sqlx::Postgres>, StoreError> {
         Ok(WriteTx { tx: self.write.begin().await?, _gate: None })
     }
@@ -273,6 +322,14 @@ fn unique_violation(e: &sqlx::Error) -> bool {
 fn foreign_key_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
 }
+
+/// Queues one event (`$2`, by seq) of a backfill to hook `$1` (`$3`: now). A hook deleted
+/// meanwhile gets nothing. An event the hook already has (queued or delivered) is skipped
+/// unless `$4` (resend) is set; even then, one it still waits to receive is not queued twice.
+const BACKFILL_ONE_SQL: &str = "INSERT INTO outbox (hook_id, event_seq, created) SELECT $1, $2, $3 \
+     WHERE EXISTS (SELECT 1 FROM event_hooks WHERE id = $1) \
+     AND NOT EXISTS (SELECT 1 FROM outbox o LEFT JOIN deliveries d ON d.id = o.delivery_id \
+         WHERE o.hook_id = $1 AND o.event_seq = $2 AND (NOT $4 OR o.delivery_id IS NULL OR d.status = 'PENDING'))";
 
 macro_rules! backend_impl {
     ($backend:ty, $db:ty, $row:ty, for_update = $lock:literal, skip_locked = $skip:literal, poll_by_tx = $poll_by_tx:literal) => {
@@ -1174,28 +1231,7 @@ macro_rules! backend_impl {
                     if !picked.is_empty() {
                         let mut tx = self.begin().await?;
                         Self::hold_backfill(&mut tx, hook_id).await?;
-                        for seq in &picked {
-                            // Events this hook already has (queued or delivered) are not sent twice
-                            // unless asked, and a hook deleted meanwhile gets nothing.
-                            // Resent or not, an event the hook still waits to receive is not queued twice.
-                            let sql = if resend {
-                                "INSERT INTO outbox (hook_id, event_seq, created) SELECT $1, $2, $3 \
-                                 WHERE EXISTS (SELECT 1 FROM event_hooks WHERE id = $1) \
-                                 AND NOT EXISTS (SELECT 1 FROM outbox o LEFT JOIN deliveries d ON d.id = o.delivery_id \
-                                     WHERE o.hook_id = $1 AND o.event_seq = $2 AND (o.delivery_id IS NULL OR d.status = 'PENDING'))"
-                            } else {
-                                "INSERT INTO outbox (hook_id, event_seq, created) SELECT $1, $2, $3 \
-                                 WHERE EXISTS (SELECT 1 FROM event_hooks WHERE id = $1) \
-                                 AND NOT EXISTS (SELECT 1 FROM outbox WHERE hook_id = $1 AND event_seq = $2)"
-                            };
-                            let done = sqlx::query(sql)
-                            .bind(hook_id)
-                            .bind(*seq)
-                            .bind(now)
-                            .execute(&mut **tx)
-                            .await?;
-                            queued += done.rows_affected();
-                        }
+                        queued += Self::queue_backfill_page(&mut tx, hook_id, &picked, now, resend).await?;
                         tx.commit().await?;
                     }
                     if rows.len() < 500 {

@@ -23,7 +23,7 @@ both!(
     trigger_and_metrics,
     retention_keeps_what_is_still_owed,
     a_backlog_goes_out_in_fifties_in_order,
-    concurrent_backfills_queue_each_event_once,
+    backfills_at_once_and_resends_queue_nothing_twice,
     the_in_flight_bound_holds,
     a_write_hands_its_deliveries_to_its_own_engine,
     an_event_two_hooks_take_is_handed_over_to_both,
@@ -759,7 +759,7 @@ async fn retention_keeps_what_is_still_owed(b: Backend) {
     s.stop().await;
 }
 
-async fn concurrent_backfills_queue_each_event_once(b: Backend) {
+async fn backfills_at_once_and_resends_queue_nothing_twice(b: Backend) {
     let s = TestServer::start(b).await;
     for i in 0..60 {
         make_user(&s, &format!("twice{i:02}@example.org")).await;
@@ -780,6 +780,19 @@ async fn concurrent_backfills_queue_each_event_once(b: Backend) {
     uuids.sort();
     uuids.dedup();
     assert_eq!((received, uuids.len()), (60, 60), "every event once ({} requests)", posts.len());
+
+    // Resending queues them all again, but never an event the hook still waits for: with the
+    // hook inactive the resent deliveries stay pending, and a second resend adds nothing.
+    s.post(&format!("/api/v1/eventHooks/{id}/lifecycle/deactivate"), json!(null)).await.ok();
+    let resend = json!({ "since": since, "resend": true });
+    assert_eq!(s.post(&path, resend.clone()).await.ok()["queued"], 60);
+    assert_eq!(s.post(&path, resend).await.ok()["queued"], 0, "still pending: not queued twice");
+    s.post(&format!("/api/v1/eventHooks/{id}/lifecycle/activate"), json!(null)).await.ok();
+    r.wait_posts(20, |p| p.iter().map(|x| x.uuids().len()).sum::<usize>() >= 120).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let all: Vec<String> = r.posts().iter().flat_map(|p| p.uuids()).collect();
+    assert_eq!(all.len(), 120, "each event exactly twice");
+    assert!(uuids.iter().all(|u| all.iter().filter(|x| *x == u).count() == 2));
     s.stop().await;
 }
 
