@@ -96,13 +96,10 @@ impl SqliteBackend {
         Ok(SqliteBackend { writer, gate, write, read, work, hooks, recorder, hooks_seen: Arc::default() })
     }
 
-    /// Makes a backfill's transaction the only one queueing events to `hook_id`. SQLite's
-    /// write transactions already run one at a time ([`Self::begin`] takes the write lock).
-    async fn hold_backfill(_tx: &mut WriteTx<sqlx::Sqlite>, _hook_id: &str) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    /// Queues a backfill's events (by `seq`) to `hook_id`; returns how many were queued.
+    /// Queues a page of a backfill's events (by `seq`) to `hook_id` by the rules of
+    /// [`BACKFILL_ONE_SQL`], as the first work of `tx`; returns how many were queued. Backfills
+    /// running at once queue each event once: SQLite's write transactions run one at a time
+    /// ([`Self::begin`] takes the write lock).
     async fn queue_backfill_page(
         tx: &mut WriteTx<sqlx::Sqlite>,
         hook_id: &str,
@@ -227,11 +224,19 @@ impl PgBackend {
         Ok(PgBackend { users, write: pool.clone(), read: pool, work, hooks, dispatch_hooks, forming, recorder })
     }
 
-    /// Makes a backfill's transaction the only one queueing events to `hook_id`, on every
-    /// node: two at once would each miss the rows the other has not committed yet and queue
-    /// the same events twice. The lock is the transaction's; after it, each statement sees
-    /// what an earlier backfill committed.
-    async fn hold_backfill(tx: &mut WriteTx<sqlx::Postgres>, hook_id: &str) -> Result<(), StoreError> {
+    /// Queues a page of a backfill's events (by `seq`) to `hook_id` by the rules of
+    /// [`BACKFILL_ONE_SQL`], in one statement (up to 500 events, one round trip), as the first
+    /// work of `tx`; returns how many were queued. Backfills running at once, on any nodes,
+    /// queue each event once: the transaction first takes a lock on the hook (two at once
+    /// would each miss the rows the other has not committed yet); the lock is the
+    /// transaction's, and after it each statement sees what an earlier backfill committed.
+    async fn queue_backfill_page(
+        tx: &mut WriteTx<sqlx::Postgres>,
+        hook_id: &str,
+        seqs: &[i64],
+        now: i64,
+        resend: bool,
+    ) -> Result<u64, StoreError> {
         // Whatever the server's default: under REPEATABLE READ the lock's own statement
         // would fix the snapshot before the wait, and the rows committed meanwhile would stay
         // unseen.
@@ -240,19 +245,6 @@ impl PgBackend {
             .bind(hook_id)
             .execute(&mut ***tx)
             .await?;
-        Ok(())
-    }
-
-    /// Queues a backfill's events (by `seq`) to `hook_id` by the rules of [`BACKFILL_ONE_SQL`],
-    /// in one statement for the page (up to 500 events, one round trip); returns how many
-    /// were queued.
-    async fn queue_backfill_page(
-        tx: &mut WriteTx<sqlx::Postgres>,
-        hook_id: &str,
-        seqs: &[i64],
-        now: i64,
-        resend: bool,
-    ) -> Result<u64, StoreError> {
         Ok(sqlx::query(
             "INSERT INTO outbox (hook_id, event_seq, created) \
              SELECT $1, s.seq, $3 FROM unnest($2::bigint[]) WITH ORDINALITY AS s (seq, ord) \
@@ -1230,7 +1222,6 @@ macro_rules! backend_impl {
                     }
                     if !picked.is_empty() {
                         let mut tx = self.begin().await?;
-                        Self::hold_backfill(&mut tx, hook_id).await?;
                         queued += Self::queue_backfill_page(&mut tx, hook_id, &picked, now, resend).await?;
                         tx.commit().await?;
                     }
@@ -1916,8 +1907,6 @@ impl PgBackend {
     }
 }
 
-/// The writes that SQLite runs on its writer thread instead (see `sqlite_hot.rs`), in their
-/// async form for PostgreSQL.
 /// Logs attempt `a` of a delivery that still exists (PostgreSQL). The key share lock on the
 /// delivery lets a delete under way finish first, so a removed delivery takes no orphan row.
 async fn log_attempt<'e, X>(ex: X, a: &Attempt) -> Result<(), StoreError>
@@ -1942,6 +1931,8 @@ where
     Ok(())
 }
 
+/// The writes that SQLite runs on its writer thread instead (see `sqlite_hot.rs`), in their
+/// async form for PostgreSQL.
 macro_rules! async_writes {
     ($backend:ty, $db:ty, for_update = $lock:literal, skip_locked = $skip:literal) => {
         impl $backend {

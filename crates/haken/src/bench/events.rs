@@ -95,7 +95,7 @@ async fn receive(State(rx): State<Rx>, headers: HeaderMap, body: axum::body::Byt
 
 /// CPU time (user + system) of a process, in milliseconds.
 fn cpu_ms(pid: u32) -> Option<f64> {
-    stat_cpu_ms(&format!("/proc/{pid}/stat"))
+    stat_cpu_ms(format!("/proc/{pid}/stat"))
 }
 
 /// CPU time of a process's threads by thread name (threads of one name summed), in ms.
@@ -103,9 +103,7 @@ fn thread_cpu_ms(pid: u32) -> HashMap<String, f64> {
     let mut by_name = HashMap::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
         let dir = task.path();
-        let (Ok(name), Some(ms)) =
-            (std::fs::read_to_string(dir.join("comm")), stat_cpu_ms(&dir.join("stat").to_string_lossy()))
-        else {
+        let (Ok(name), Some(ms)) = (std::fs::read_to_string(dir.join("comm")), stat_cpu_ms(dir.join("stat"))) else {
             continue;
         };
         *by_name.entry(name.trim().to_owned()).or_insert(0.0) += ms;
@@ -125,7 +123,8 @@ fn thread_shares(before: &HashMap<String, f64>, after: &HashMap<String, f64>) ->
     spent.iter().map(|(k, d)| format!("{k} {:.0}%", 100.0 * d / total.max(1e-9))).collect::<Vec<_>>().join(", ")
 }
 
-fn stat_cpu_ms(path: &str) -> Option<f64> {
+/// CPU time (user + system) in a `/proc` `stat` file, in milliseconds.
+fn stat_cpu_ms(path: impl AsRef<std::path::Path>) -> Option<f64> {
     let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let rest = stat.rsplit_once(')')?.1;
