@@ -16,7 +16,10 @@ use haken_core::log_event::EventContext;
 use haken_store::{Store, StoreOptions};
 
 // The server builds and drops many small JSON values per request; mimalloc's thread-local
-// free lists handle that with far less time in the allocator than glibc's malloc.
+// free lists handle that with far less time in the allocator than glibc's malloc. It is built
+// without transparent huge pages (`no_thp`): mimalloc gives idle memory back and takes it
+// again, and with huge pages each time a page came back the kernel zeroed 2 MiB for it (2 % of
+// the server's CPU at 1,000 changes/s, against 0.6 % for all page faults without).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
