@@ -222,3 +222,60 @@ pub enum AttemptOutcome {
     Retry { at: Timestamp },
     Dead { reason: String },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(signing: Vec<SigningSecret>) -> EventHook {
+        EventHook {
+            id: "who1".into(),
+            name: "crm".into(),
+            description: None,
+            status: HookStatus::Active,
+            verification_status: VerificationStatus::Verified,
+            created: Timestamp(0),
+            created_by: None,
+            last_updated: Timestamp(0),
+            event_types: vec!["user.lifecycle.create".into()],
+            filters: None,
+            uri: "https://hooks.example.org/okta".into(),
+            headers: vec![("x-team".into(), "crm".into())],
+            auth: Some(AuthScheme {
+                kind: "HEADER".into(),
+                key: "Authorization".into(),
+                value: "Bearer s3cr3t-auth".into(),
+            }),
+            delivery: DeliverySettings::default(),
+            signing,
+        }
+    }
+
+    fn secret(name: &str, expires: Option<i64>) -> SigningSecret {
+        SigningSecret { secret: format!("whsec_{name}"), created: Timestamp(0), expires: expires.map(Timestamp) }
+    }
+
+    #[test]
+    fn debug_output_carries_no_secret() {
+        // Anything that logs a hook (or its parts) with `{:?}` goes through these impls.
+        let h = hook(vec![secret("b2xkLXNlY3JldA", Some(5_000)), secret("bmV3LXNlY3JldA", None)]);
+        for text in [format!("{h:?}"), format!("{:?}", h.auth), format!("{:?}", h.signing)] {
+            assert!(!text.contains("s3cr3t-auth"), "auth value in {text}");
+            assert!(!text.contains("whsec_"), "signing secret in {text}");
+            assert!(text.contains("***"), "redaction marker missing in {text}");
+        }
+        // What is not secret stays readable.
+        assert!(format!("{h:?}").contains("Authorization"));
+    }
+
+    #[test]
+    fn an_old_secret_signs_until_its_overlap_ends() {
+        let h = hook(vec![secret("old", Some(5_000)), secret("new", None)]);
+        let live = |at: i64| h.live_secrets(Timestamp(at)).map(|s| s.secret.clone()).collect::<Vec<_>>();
+        assert_eq!(live(4_999), ["whsec_old", "whsec_new"], "both sign during the overlap");
+        assert_eq!(live(5_000), ["whsec_new"], "the old one stops at its expiry");
+        assert_eq!(live(90_000), ["whsec_new"]);
+        let none = hook(vec![secret("gone", Some(10))]);
+        assert_eq!(none.live_secrets(Timestamp(10)).count(), 0, "an expired secret alone signs nothing");
+    }
+}

@@ -133,7 +133,24 @@ mod tests {
         assert!(later.millis() - NOW.millis() >= 1_440_000);
         assert_eq!(decide(p, DURABLE_SCHEDULE.len() as u32 + 1, Failure::Status(500), None, NOW), Decision::GiveUp);
         assert_eq!(decide(p, 1, Failure::Status(404), None, NOW), Decision::GiveUp);
+        assert_eq!(decide(p, 1, Failure::Status(400), None, NOW), Decision::GiveUp);
+        assert_eq!(decide(p, 1, Failure::Status(307), None, NOW), Decision::GiveUp);
+        assert_eq!(decide(p, 1, Failure::Policy, None, NOW), Decision::GiveUp);
+        // A request timeout or a "too many requests" is worth another try; so is any 5xx.
+        for status in [408, 429, 502] {
+            assert!(matches!(decide(p, 1, Failure::Status(status), None, NOW), Decision::RetryAt(_)), "{status}");
+        }
         assert_eq!(decide(p, 1, Failure::Status(410), None, NOW), Decision::StopHook);
+        assert_eq!(
+            decide(RetryPolicy::Okta, 1, Failure::Status(410), None, NOW),
+            Decision::GiveUp,
+            "410 stops durable hooks"
+        );
+        assert_eq!(
+            decide(RetryPolicy::Okta, 1, Failure::Status(408), None, NOW),
+            Decision::GiveUp,
+            "okta: no retry on 4xx"
+        );
         // Retry-After lengthens a wait up to an hour; it never shortens one.
         assert_eq!(decide(p, 1, Failure::Status(429), Some(9), NOW), Decision::RetryAt(NOW.plus_millis(9_000)));
         assert_eq!(

@@ -33,14 +33,27 @@ struct Node {
 
 impl Node {
     async fn start(port: u16, data_dir: &str, db: Option<&str>, node_id: &str) -> Node {
+        Node::start_logging(port, data_dir, db, node_id, None).await
+    }
+
+    /// As [`Node::start`]; with `log`, the node logs at that level into that file.
+    async fn start_logging(
+        port: u16,
+        data_dir: &str,
+        db: Option<&str>,
+        node_id: &str,
+        log: Option<(&str, std::fs::File)>,
+    ) -> Node {
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir", data_dir, "--insecure-hooks"])
             .args(["--node-id", node_id, "--delivery-lease-secs", "3"])
             .env("HAKEN_BOOTSTRAP_TOKEN", TOKEN)
-            .env("HAKEN_LOG", "warn")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stdout(Stdio::null());
+        match log {
+            Some((level, file)) => cmd.env("HAKEN_LOG", level).stderr(file),
+            None => cmd.env("HAKEN_LOG", "warn").stderr(Stdio::null()),
+        };
         if let Some(url) = db {
             cmd.args(["--database-url", url]);
         }
@@ -312,4 +325,69 @@ async fn three_nodes_share_the_work_and_survive_one_dying() {
     );
     drop(nodes);
     let _ = haken_store::scratch::drop_database(&pg_admin_url(), &db).await;
+}
+
+/// Secrets are stored, never logged: a node logging at debug level through verification (a
+/// failed one too), a secret rotation, a failed and a retried delivery writes neither the
+/// auth header's value nor a signing secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_server_log() {
+    let dir = Dir::new("secret-log");
+    let log_path = dir.0.join("server.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let data = dir.0.join("data");
+    let node =
+        Node::start_logging(free_port(), data.to_str().unwrap_or_default(), None, "node-log", Some(("debug", log)))
+            .await;
+    let receiver = Receiver::start().await;
+    let posts = Arc::new(AtomicUsize::new(0));
+    let refuse_verification = Arc::new(AtomicBool::new(true));
+    let (p, refuse) = (posts.clone(), refuse_verification.clone());
+    receiver.respond_with(move |q| match q.method.as_str() {
+        "GET" if refuse.load(Ordering::SeqCst) => Reply::Status(500),
+        // The first delivery fails and is retried.
+        "POST" if p.fetch_add(1, Ordering::SeqCst) == 0 => Reply::Status(500),
+        _ => Reply::Ok,
+    });
+    let http = reqwest::Client::new();
+    let auth_value = format!("Bearer never-logged-{}", haken_core::id::random_base62(12));
+    let body = json!({
+        "name": "secret-log",
+        "events": { "type": "EVENT_TYPE", "items": ["group.lifecycle.create"] },
+        "channel": { "type": "HTTP", "version": "1.0.0", "config": {
+            "uri": receiver.url, "headers": [],
+            "authScheme": { "type": "HEADER", "key": "Authorization", "value": auth_value } } },
+        "delivery": { "retryPolicy": "okta" },
+        "signing": { "enabled": true }
+    });
+    let base = node.base.clone();
+    let hook =
+        api(&http, reqwest::Method::POST, format!("{base}/api/v1/eventHooks"), Some(body)).await.expect("created");
+    let id = hook["id"].as_str().unwrap_or_default().to_owned();
+    let mut secrets = vec![hook["signing"]["secret"].as_str().unwrap_or_default().to_owned()];
+    let verify = format!("{base}/api/v1/eventHooks/{id}/lifecycle/verify");
+    assert!(api(&http, reqwest::Method::POST, verify.clone(), None).await.is_none(), "a 500 fails verification");
+    refuse_verification.store(false, Ordering::SeqCst);
+    api(&http, reqwest::Method::POST, verify, None).await.expect("verified");
+    let rotated = api(&http, reqwest::Method::POST, format!("{base}/api/v1/eventHooks/{id}/signing/rotate"), None)
+        .await
+        .expect("rotated");
+    secrets.push(rotated["signing"]["secret"].as_str().unwrap_or_default().to_owned());
+    assert!(secrets.iter().all(|s| s.starts_with("whsec_")), "{secrets:?}");
+    let group = json!({ "profile": { "name": "secret-log-group" } });
+    api(&http, reqwest::Method::POST, format!("{base}/api/v1/groups"), Some(group)).await.expect("group");
+    let got = receiver.wait_posts(20, |p| p.len() >= 2).await;
+    assert_eq!(got.len(), 2, "the delivery failed once, then went through");
+    assert_eq!(got[1].header("authorization"), Some(auth_value.as_str()), "the receiver got the auth value");
+    drop(node);
+    let text = std::fs::read_to_string(&log_path).expect("log read");
+    // The log did cover these paths (else the test would prove nothing).
+    assert!(text.contains("Delivered event batch"), "no delivery in the log:\n{text}");
+    assert!(text.contains("retrying later"), "no failed delivery in the log:\n{text}");
+    assert!(!text.contains(&auth_value) && !text.contains("never-logged-"), "the auth value was logged");
+    for s in &secrets {
+        let key = s.trim_start_matches("whsec_");
+        assert!(!text.contains(key), "a signing secret was logged");
+    }
+    assert!(!text.contains("whsec_"), "a signing secret was logged");
 }

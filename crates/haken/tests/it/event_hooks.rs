@@ -269,6 +269,17 @@ async fn filters_select_events(b: Backend) {
     let a = s.post("/api/v1/eventHooks", bad.clone()).await;
     a.expect_error(400, "E0000001");
     assert!(a.causes().iter().any(|c| c.contains("position")), "{:?}", a.causes());
+    // The same on a replace: refused, and the hook keeps its filter.
+    let mut replace = s.get(&format!("/api/v1/eventHooks/{id}")).await.ok().clone();
+    replace["events"]["filter"]["eventFilterMap"][0]["condition"]["expression"] = json!("event.outcome.result eq");
+    let a = s.put(&format!("/api/v1/eventHooks/{id}"), replace).await;
+    a.expect_error(400, "E0000001");
+    assert!(a.causes().iter().any(|c| c.contains("position")), "{:?}", a.causes());
+    let kept = s.get(&format!("/api/v1/eventHooks/{id}")).await;
+    assert_eq!(
+        kept.ok()["events"]["filter"]["eventFilterMap"][0]["condition"]["expression"],
+        "event.target.?[type eq 'UserGroup' && displayName eq 'Sales'].size() > 0"
+    );
     bad["events"]["filter"]["eventFilterMap"][0]["event"] = json!("user.lifecycle.create");
     bad["events"]["filter"]["eventFilterMap"][0]["condition"]["expression"] =
         json!("event.outcome.result eq 'SUCCESS'");
@@ -288,12 +299,17 @@ async fn okta_retry_policy(b: Backend) {
     make_user(&s, "okta1@example.org").await;
     let dead = wait_status(&s, &id, "DEAD", 1, 15).await;
     assert_eq!(dead[0]["attempts"], 2);
-    // 400: no retry.
-    r.script([Reply::Status(400)]);
+    // 400: no retry. The attempt keeps the start of what the receiver said (at most 1 KiB of it).
+    let said = format!("{{\"error\":\"bad-event-7\",\"pad\":\"{}\"}}", "p".repeat(5000));
+    r.script([Reply::Json(400, said.clone())]);
     make_user(&s, "okta2@example.org").await;
     let dead = wait_status(&s, &id, "DEAD", 2, 15).await;
     assert_eq!(dead[0]["attempts"], 1);
     assert_eq!(dead[0]["lastStatusCode"], 400);
+    let detail =
+        s.get(&format!("/api/v1/eventHooks/{id}/deliveries/{}", dead[0]["id"].as_str().unwrap_or_default())).await;
+    let snippet = detail.ok()["attemptLog"][0]["responseSnippet"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(snippet, said[..1024], "the first KiB of the answer");
     // A timeout, then success on the retry.
     r.script([Reply::Slow(Duration::from_millis(1500))]);
     make_user(&s, "okta3@example.org").await;
@@ -310,6 +326,10 @@ async fn okta_retry_policy(b: Backend) {
     make_user(&s, "okta4@example.org").await;
     let ok = wait_status(&s, &id, "DELIVERED", 2, 15).await;
     assert_eq!(ok[0]["attempts"], 2);
+    let detail =
+        s.get(&format!("/api/v1/eventHooks/{id}/deliveries/{}", ok[0]["id"].as_str().unwrap_or_default())).await;
+    let first = detail.ok()["attemptLog"][0].clone();
+    assert!(first["statusCode"].is_null() && first["error"].as_str().is_some_and(|e| !e.is_empty()), "{first}");
     // Every failure after the retry is in the System Log.
     assert_eq!(s.events_of("event_hook.delivery").await.len(), 2);
     s.stop().await;
@@ -504,6 +524,16 @@ async fn hook_api_validation_and_secrets(b: Backend) {
         );
     }
 
+    // Names: 1 to 255 characters (counted as characters, not bytes).
+    let long = "ä".repeat(256);
+    let a = s.post("/api/v1/eventHooks", hook_body(&long, ok_uri, &["user.lifecycle.create"])).await;
+    a.expect_error(400, "E0000001");
+    assert!(a.causes().iter().any(|c| c.contains("1 to 255 characters")), "{:?}", a.causes());
+    let longest = s.post("/api/v1/eventHooks", hook_body(&long[..510], ok_uri, &["user.lifecycle.create"])).await;
+    assert_eq!(longest.ok()["name"].as_str().map(|n| n.chars().count()), Some(255));
+    let longest_id = longest.ok()["id"].as_str().unwrap_or_default().to_owned();
+    s.post(&format!("/api/v1/eventHooks/{longest_id}/lifecycle/deactivate"), json!(null)).await.ok();
+    assert_eq!(s.delete(&format!("/api/v1/eventHooks/{longest_id}")).await.status.as_u16(), 204);
     let a = s.post("/api/v1/eventHooks", hook_body("ineligible", ok_uri, &["user.lifecycle.delete.completed"])).await;
     a.expect_error(400, "E0000001");
     assert!(a.causes().iter().any(|c| c.contains("eligible")));
@@ -565,14 +595,15 @@ async fn hook_api_validation_and_secrets(b: Backend) {
     s.post(&format!("/api/v1/eventHooks/{id}/lifecycle/deactivate"), json!(null)).await.ok();
     assert_eq!(s.delete(&format!("/api/v1/eventHooks/{id}")).await.status.as_u16(), 204);
     s.get(&format!("/api/v1/eventHooks/{id}")).await.expect_error(404, "E0000007");
-    // With the sneaky hook's created, deactivated and deleted, if it was made.
+    // With the longest-named hook's created, deactivated and deleted, and the sneaky hook's
+    // if it was made.
     let sneaky = usize::from(usable);
     for (t, n) in [
-        ("event_hook.created", 1 + sneaky),
+        ("event_hook.created", 2 + sneaky),
         ("event_hook.updated", 1),
         ("event_hook.activated", 1),
-        ("event_hook.deactivated", 2 + sneaky),
-        ("event_hook.deleted", 1 + sneaky),
+        ("event_hook.deactivated", 3 + sneaky),
+        ("event_hook.deleted", 2 + sneaky),
     ] {
         assert_eq!(s.events_of(t).await.len(), n, "{t}");
     }

@@ -20,7 +20,7 @@ pub enum Reply {
     StatusWith(u16, Vec<(String, String)>),
     /// Wait, then 200.
     Slow(Duration),
-    /// Close the connection without answering.
+    /// Reset the connection (TCP RST) without answering.
     Reset,
     /// Answer the verification GET with this body instead of the echo.
     VerifyBody(String),
@@ -258,7 +258,11 @@ async fn serve(mut sock: TcpStream, shared: Arc<Mutex<Shared>>) -> std::io::Resu
 /// Writes the answer `reply` calls for; `false`: the connection is to be dropped.
 async fn answer(sock: &mut TcpStream, method: &str, challenge: Option<String>, reply: Reply) -> std::io::Result<bool> {
     let (status, extra, body) = match reply {
-        Reply::Reset => return Ok(false),
+        Reply::Reset => {
+            // Linger 0: closing sends a TCP RST, not a FIN, as a crashed or hostile peer would.
+            sock.set_zero_linger()?;
+            return Ok(false);
+        }
         Reply::Slow(d) => {
             tokio::time::sleep(d).await;
             (200, Vec::new(), String::new())
