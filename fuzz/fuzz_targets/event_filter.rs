@@ -2,9 +2,9 @@
 //! without panicking, and a parsed expression must evaluate against an event without
 //! panicking or running away.
 //!
-//! Corpus files are plain expression text, so seeds such as
-//! `event.target.?[type eq 'UserGroup' && displayName eq 'Sales'].size() > 0` can be dropped
-//! into `corpus/event_filter/` as they are.
+//! Corpus files are plain expression text. `seeds/event_filter/` holds the nine examples of
+//! the protocol's filter section; give it after the working corpus:
+//! `cargo +nightly fuzz run event_filter corpus/event_filter seeds/event_filter`.
 
 #![no_main]
 

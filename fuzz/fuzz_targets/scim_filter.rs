@@ -3,7 +3,8 @@
 //! LogEvent, and its `Display` form must parse back to the same tree, as `Filter` documents.
 //!
 //! Corpus files are plain filter text, such as
-//! `eventType eq "user.session.start" and outcome.result eq "SUCCESS"`.
+//! `eventType eq "user.session.start" and outcome.result eq "SUCCESS"`; seeds are in
+//! `seeds/scim_filter/` (`cargo +nightly fuzz run scim_filter corpus/scim_filter seeds/scim_filter`).
 
 #![no_main]
 

@@ -2085,4 +2085,20 @@ mod tests {
         // The mutations are mild enough that a fair share still parses and gets evaluated.
         assert!(parsed_ok > 200, "only {parsed_ok} inputs parsed");
     }
+
+    #[test]
+    fn the_fuzz_seeds_are_the_spec_examples_and_parse() {
+        // The fuzz target starts from these files; each must parse, keep its source, and
+        // evaluate against an event.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/event_filter");
+        let mut seeds: Vec<_> = std::fs::read_dir(&dir).expect("seed dir").flatten().map(|e| e.path()).collect();
+        seeds.sort();
+        assert_eq!(seeds.len(), 9, "one seed per example of the spec's filter section");
+        for path in seeds {
+            let text = std::fs::read_to_string(&path).expect("seed");
+            let expr = Expression::parse(&text).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+            assert_eq!(expr.source(), text);
+            let _ = expr.matches(&event());
+        }
+    }
 }
