@@ -69,6 +69,12 @@ async fn deliveries(s: &TestServer, hook: &str, status: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// The attempt log of a delivery (as listed by [`deliveries`]).
+async fn attempt_log(s: &TestServer, hook: &str, delivery: &Value) -> Vec<Value> {
+    let path = format!("/api/v1/eventHooks/{hook}/deliveries/{}", delivery["id"].as_str().unwrap_or_default());
+    s.get(&path).await.ok()["attemptLog"].as_array().cloned().unwrap_or_default()
+}
+
 async fn wait_status(s: &TestServer, hook: &str, status: &str, n: usize, secs: u64) -> Vec<Value> {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     loop {
@@ -306,18 +312,15 @@ async fn okta_retry_policy(b: Backend) {
     let dead = wait_status(&s, &id, "DEAD", 2, 15).await;
     assert_eq!(dead[0]["attempts"], 1);
     assert_eq!(dead[0]["lastStatusCode"], 400);
-    let detail =
-        s.get(&format!("/api/v1/eventHooks/{id}/deliveries/{}", dead[0]["id"].as_str().unwrap_or_default())).await;
-    let snippet = detail.ok()["attemptLog"][0]["responseSnippet"].as_str().unwrap_or_default().to_owned();
+    let log = attempt_log(&s, &id, &dead[0]).await;
+    let snippet = log[0]["responseSnippet"].as_str().unwrap_or_default().to_owned();
     assert_eq!(snippet, said[..1024], "the first KiB of the answer");
     // A timeout, then success on the retry.
     r.script([Reply::Slow(Duration::from_millis(1500))]);
     make_user(&s, "okta3@example.org").await;
     let ok = wait_status(&s, &id, "DELIVERED", 1, 15).await;
     assert_eq!(ok[0]["attempts"], 2);
-    let detail =
-        s.get(&format!("/api/v1/eventHooks/{id}/deliveries/{}", ok[0]["id"].as_str().unwrap_or_default())).await;
-    let log = detail.ok()["attemptLog"].as_array().cloned().unwrap_or_default();
+    let log = attempt_log(&s, &id, &ok[0]).await;
     assert_eq!(log.len(), 2);
     assert!(log[0]["error"].as_str().is_some_and(|e| e.contains("timed out")), "{log:?}");
     assert_eq!(log[1]["statusCode"], 200);
@@ -326,9 +329,7 @@ async fn okta_retry_policy(b: Backend) {
     make_user(&s, "okta4@example.org").await;
     let ok = wait_status(&s, &id, "DELIVERED", 2, 15).await;
     assert_eq!(ok[0]["attempts"], 2);
-    let detail =
-        s.get(&format!("/api/v1/eventHooks/{id}/deliveries/{}", ok[0]["id"].as_str().unwrap_or_default())).await;
-    let first = detail.ok()["attemptLog"][0].clone();
+    let first = attempt_log(&s, &id, &ok[0]).await[0].clone();
     assert!(first["statusCode"].is_null() && first["error"].as_str().is_some_and(|e| !e.is_empty()), "{first}");
     // Every failure after the retry is in the System Log.
     assert_eq!(s.events_of("event_hook.delivery").await.len(), 2);
